@@ -1,0 +1,1 @@
+"""Airflow glue for llm_release: hooks, operators, sensors and the plugin (thin layers over the core)."""

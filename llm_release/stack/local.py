@@ -1,0 +1,240 @@
+"""The local release stack: Triton, Envoy, Prometheus and an S3 endpoint as child processes.
+
+Everything lives in one state directory: configs, logs, data, the model repository standing in
+for the PVC, and `state.json`, which records pids, process groups and URLs so that `status`
+and `down` work from any later process (the CLI, a test session, the rehearsal).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from llm_release.errors import StackAlreadyRunning, StackError
+from llm_release.stack import envoy, prometheus, triton
+from llm_release.stack.airflow_connections import write_airflow_connections
+from llm_release.stack.processes import (
+    MARKER_VAR,
+    free_port,
+    kill_pids,
+    log_tail,
+    pid_alive,
+    processes_with_marker,
+    spawn,
+    stop_group,
+)
+
+COMPONENTS = ("triton", "envoy", "prometheus", "s3")
+S3_ACCESS_KEY = "local-stack"  # moto accepts any key pair; these are not secrets
+S3_SECRET_KEY = "local-stack-secret"
+S3_REGION = "us-east-1"
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("LLM_RELEASE_STATE_DIR")
+    if env:
+        return Path(env)
+    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return base / "llm-release" / "stack"
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    url: str
+    healthy: bool
+    pid: int | None
+    running: bool
+    detail: str = ""
+
+
+class LocalStack:
+    """Start, inspect and stop the stack recorded in `state_dir`."""
+
+    def __init__(self, state_dir: Path | None = None):
+        self.state_dir = Path(state_dir or default_state_dir()).resolve()
+        self.state_file = self.state_dir / "state.json"
+
+    # -- state --------------------------------------------------------------------------
+    def read_state(self) -> dict | None:
+        try:
+            return json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return None
+
+    def _write_state(self, state: dict) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.state_file)
+
+    def is_running(self) -> bool:
+        state = self.read_state()
+        return bool(state) and any(pid_alive(c["pid"]) for c in state["components"].values())
+
+    @property
+    def model_repository(self) -> Path:
+        return self.state_dir / "model-repository"
+
+    # -- up -------------------------------------------------------------------------------
+    def up(self, *, timeout_s: float = 90.0) -> dict:
+        """Start every component, wait until each is healthy, return the state."""
+        if self.is_running():
+            raise StackAlreadyRunning(
+                f"a stack is already running in {self.state_dir}; use `llm-release stack status` or `stack down`"
+            )
+        if self.read_state():
+            self.down()  # leftovers of a crashed stack: clean them first
+        started = time.monotonic()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        logs = self.state_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        self.model_repository.mkdir(exist_ok=True)
+        stack_id = uuid.uuid4().hex[:12]
+        env = dict(os.environ, **{MARKER_VAR: stack_id})
+        ports = {name: free_port() for name in
+                 ("triton_http", "triton_grpc", "triton_metrics", "gateway", "envoy_admin", "prometheus", "s3")}
+        state = {
+            "stack_id": stack_id,
+            "state_dir": str(self.state_dir),
+            "model_repository": str(self.model_repository),
+            "ports": ports,
+            "components": {},
+        }
+        try:
+            self._start_all(state, env, logs)
+            self._write_state(state)
+            self._wait_healthy(state, timeout_s)
+        except BaseException:
+            self._write_state(state)
+            self.down()
+            raise
+        state["cold_start_s"] = round(time.monotonic() - started, 3)
+        state["connections"] = write_airflow_connections(self.state_dir, state, s3_keys=(S3_ACCESS_KEY, S3_SECRET_KEY, S3_REGION))
+        self._write_state(state)
+        return state
+
+    def _start_all(self, state: dict, env: dict[str, str], logs: Path) -> None:
+        ports = state["ports"]
+        host = "127.0.0.1"
+        comps = state["components"]
+
+        install = triton.find_triton()
+        backend_dir = triton.prepare_backend_dir(install, self.state_dir / "backends")
+        shm_prefix = f"llmrel{state['stack_id']}"
+        proc = spawn("triton", triton.triton_argv(
+            install, model_repository=self.model_repository, backend_dir=backend_dir,
+            http_port=ports["triton_http"], grpc_port=ports["triton_grpc"], metrics_port=ports["triton_metrics"],
+            shm_prefix=shm_prefix,
+        ), log=logs / "triton.log", env=triton.triton_env(install, env))
+        comps["triton"] = self._record(proc, url=f"http://{host}:{ports['triton_http']}",
+                                       health="/v2/health/live", extra={
+                                           "grpc_url": f"{host}:{ports['triton_grpc']}",
+                                           "metrics_url": f"http://{host}:{ports['triton_metrics']}/metrics",
+                                           "shm_prefix": shm_prefix})
+
+        bootstrap = envoy.write_bootstrap(self.state_dir, listen_port=ports["gateway"], admin_port=ports["envoy_admin"],
+                                          triton_http=(host, ports["triton_http"]))
+        proc = spawn("envoy", envoy.envoy_argv(envoy.find_envoy(), bootstrap, base_id=ports["envoy_admin"],
+                                               log_path=logs / "envoy-access.log"),
+                     log=logs / "envoy.log", env=env)
+        comps["envoy"] = self._record(proc, url=f"http://{host}:{ports['gateway']}", health="admin:/ready", extra={
+            "admin_url": f"http://{host}:{ports['envoy_admin']}", "xds_dir": str(self.state_dir / "xds")})
+
+        prom_cfg = prometheus.write_config(self.state_dir, triton_metrics=f"{host}:{ports['triton_metrics']}",
+                                           envoy_admin=f"{host}:{ports['envoy_admin']}")
+        proc = spawn("prometheus", prometheus.prometheus_argv(
+            prometheus.find_prometheus(), prom_cfg, data_dir=self.state_dir / "prometheus-data", port=ports["prometheus"]),
+            log=logs / "prometheus.log", env=env)
+        comps["prometheus"] = self._record(proc, url=f"http://{host}:{ports['prometheus']}", health="/-/ready")
+
+        moto = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or shutil.which("moto_server")
+        if not moto:
+            raise StackError("moto_server is not installed; run the README set-up (scripts/bootstrap.sh)")
+        proc = spawn("s3", [moto, "-H", host, "-p", str(ports["s3"])], log=logs / "s3.log", env=env)
+        comps["s3"] = self._record(proc, url=f"http://{host}:{ports['s3']}", health="/moto-api/")
+
+    @staticmethod
+    def _record(proc, *, url: str, health: str, extra: dict | None = None) -> dict:
+        return {"pid": proc.pid, "pgid": proc.pid, "log": str(proc.log), "url": url, "health": health, **(extra or {})}
+
+    def _wait_healthy(self, state: dict, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = set(state["components"])
+        while pending:
+            for name in sorted(pending):
+                comp = state["components"][name]
+                if not pid_alive(comp["pid"]):
+                    raise StackError(f"{name} exited during start-up; last lines of {comp['log']}:\n{log_tail(Path(comp['log']))}")
+                if _probe(comp)[0]:
+                    pending.discard(name)
+            if pending and time.monotonic() > deadline:
+                details = "\n".join(f"--- {n} ({state['components'][n]['log']}):\n{log_tail(Path(state['components'][n]['log']), 10)}" for n in pending)
+                raise StackError(f"not healthy after {timeout_s:.0f} s: {', '.join(sorted(pending))}\n{details}")
+            if pending:
+                time.sleep(0.2)
+
+    # -- status ---------------------------------------------------------------------------
+    def status(self) -> dict:
+        state = self.read_state()
+        if not state:
+            return {"state_dir": str(self.state_dir), "running": False, "components": {}}
+        comps = {}
+        with ThreadPoolExecutor(max_workers=len(state["components"])) as pool:
+            results = dict(zip(state["components"], pool.map(self._component_status, state["components"].items())))
+        for name, st in results.items():
+            comps[name] = st.__dict__
+        return {
+            "state_dir": str(self.state_dir),
+            "stack_id": state["stack_id"],
+            "running": any(c["running"] for c in comps.values()),
+            "healthy": all(c["healthy"] for c in comps.values()),
+            "model_repository": state["model_repository"],
+            "components": comps,
+        }
+
+    @staticmethod
+    def _component_status(item) -> ComponentStatus:
+        name, comp = item
+        running = pid_alive(comp["pid"])
+        healthy, detail = _probe(comp) if running else (False, "not running")
+        return ComponentStatus(name=name, url=comp["url"], healthy=healthy, pid=comp["pid"], running=running, detail=detail)
+
+    # -- down -----------------------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Stop every component (and any process that escaped its group); return what was stopped."""
+        state = self.read_state()
+        if not state:
+            return []
+        stopped = []
+        comps = state["components"]
+        with ThreadPoolExecutor(max_workers=max(1, len(comps))) as pool:
+            list(pool.map(lambda c: stop_group(c["pgid"]), comps.values()))
+        stopped.extend(comps)
+        leftovers = processes_with_marker(state["stack_id"])
+        if leftovers:
+            kill_pids(leftovers)
+        prefix = comps.get("triton", {}).get("shm_prefix")
+        if prefix:
+            for shm in Path("/dev/shm").glob(f"{prefix}*"):
+                shm.unlink(missing_ok=True)
+        self.state_file.unlink(missing_ok=True)
+        return stopped
+
+
+def _probe(comp: dict) -> tuple[bool, str]:
+    health = comp["health"]
+    url = comp["admin_url"] + health[len("admin:"):] if health.startswith("admin:") else comp["url"] + health
+    try:
+        resp = requests.get(url, timeout=2)
+    except requests.RequestException as exc:
+        return False, type(exc).__name__
+    return resp.status_code == 200, f"HTTP {resp.status_code}"
