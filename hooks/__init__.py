@@ -1,0 +1,1 @@
+"""Airflow hooks of llm_release: connections -> core clients."""

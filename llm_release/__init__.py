@@ -1,0 +1,1 @@
+"""Airflow-free core of the LLM release system."""

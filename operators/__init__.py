@@ -1,0 +1,1 @@
+"""Airflow operators of llm_release: thin wrappers around the core."""

@@ -1,0 +1,1 @@
+"""The AirflowPlugin of llm_release."""

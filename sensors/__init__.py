@@ -1,0 +1,1 @@
+"""Metric sensors and their deferrable triggers (canary gates) live here."""

@@ -27,7 +27,7 @@ CORPUS_PATH = Path(__file__).parent / "corpus" / "reference.txt"
 ARCHITECTURE = "ReferenceLM"
 _CHUNK = 128          # corpus tokens per forward pass when fitting the readout
 _RIDGE = 1e-2         # ridge penalty of the readout fit
-_READOUT_GAIN = 6.0   # weight of the fitted readout against the bigram table
+_READOUT_GAIN = 15.0  # weight of the fitted readout against the bigram table
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -154,6 +154,7 @@ def make_reference_checkpoint(out_dir, *, seed: int = 0, d_model: int = 64, n_la
         "n_heads": n_heads,
         "d_ff": 4 * d_model,
         "positions": "sinusoidal",
+        "alibi_slopes": [2.0 * 0.5 ** head for head in range(n_heads)],
         "dtype": "float32",
         "seed": seed,
         "corpus_sha256": hashlib.sha256(corpus).hexdigest(),
@@ -223,6 +224,11 @@ def _check_config(root: Path, config: Any) -> None:
             raise SpecError("checkpoint_dir", f"{root}/config.json: {key} is {value!r}, "
                             "not a positive integer", "fix or regenerate the checkpoint")
     d_model, n_heads = config["d_model"], config["n_heads"]
+    slopes = config.get("alibi_slopes")
+    if not isinstance(slopes, list) or len(slopes) != n_heads or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and s >= 0 for s in slopes):
+        raise SpecError("checkpoint_dir", f"{root}/config.json: alibi_slopes must list "
+                        f"{n_heads} non-negative numbers", "fix or regenerate the checkpoint")
     if config["vocab_size"] != VOCAB_SIZE or d_model % 2 or d_model % n_heads:
         raise SpecError("checkpoint_dir", f"{root}/config.json: vocab_size must be "
                         f"{VOCAB_SIZE} and d_model even and divisible by n_heads",

@@ -71,7 +71,7 @@ class ReferenceLM:
         self.max_input_len = int(max_input_len)
         self.max_seq_len = int(max_seq_len)
         self.compute_dtype = np.dtype(compute_dtype)
-        self.slopes = np.array(pretrained.get("alibi_slopes", [0.0] * self.n_heads), np.float32)
+        self.alibi_slopes = np.asarray(pretrained["alibi_slopes"], dtype=np.float32)
         # Matrices are kept transposed (in, out) and contiguous, in the compute dtype.
         self._w = {name: self._prepare(name, array) for name, array in weights.items()}
         mask = np.full(VOCAB_SIZE, _NEG_INF, dtype=np.float32)
@@ -124,9 +124,7 @@ class ReferenceLM:
         x = self._w["tok_emb"][tokens] + sinusoidal_positions(np.arange(start, start + n),
                                                               self.d_model)
         end = start + n
-        causal = np.triu(np.full((n, end), _NEG_INF, dtype=np.float32), k=start + 1)
-        dist = (np.arange(start, end)[:, None] - np.arange(end)[None, :]).astype(np.float32)
-        causal = causal - self.slopes[:, None, None] * dist
+        bias = self._attention_bias(start, end)
         for layer in range(self.n_layers):
             p = f"layers.{layer}."
             h = _layer_norm(x, self._w[p + "ln1.gain"], self._w[p + "ln1.bias"])
@@ -135,7 +133,7 @@ class ReferenceLM:
             kv = cache[layer]
             kv[0, :, start:end] = k
             kv[1, :, start:end] = v
-            scores = q @ kv[0, :, :end].transpose(0, 2, 1) / np.sqrt(self.head_dim) + causal
+            scores = q @ kv[0, :, :end].transpose(0, 2, 1) / np.sqrt(self.head_dim) + bias
             scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
             attn = scores / scores.sum(axis=-1, keepdims=True)
             heads = (attn @ kv[1, :, :end]).transpose(1, 0, 2).reshape(n, self.d_model)
@@ -143,6 +141,16 @@ class ReferenceLM:
             h = _layer_norm(x, self._w[p + "ln2.gain"], self._w[p + "ln2.bias"])
             x = x + self._matmul(_gelu(self._matmul(h, p + "mlp.up")), p + "mlp.down")
         return _layer_norm(x, self._w["ln_f.gain"], self._w["ln_f.bias"])
+
+    def _attention_bias(self, start: int, end: int) -> np.ndarray:
+        """Causal mask plus an ALiBi recency penalty per head: (heads, end - start, end).
+
+        The recency penalty keeps heads looking at the last few bytes, so the hidden states
+        carry local context that the corpus-fitted readout can use.
+        """
+        distance = (np.arange(start, end)[:, None] - np.arange(end)[None, :]).astype(np.float32)
+        causal = np.where(distance < 0, _NEG_INF, np.float32(0.0))
+        return causal - self.alibi_slopes[:, None, None] * np.maximum(distance, 0)
 
     def logits(self, hidden: np.ndarray, prev_tokens: np.ndarray) -> np.ndarray:
         """Next-token logits: the transformer's readout plus the corpus bigram of the last token."""
@@ -205,9 +213,10 @@ class ReferenceLM:
 
 def _check_sampling(max_tokens, temperature, top_k, top_p, seed) -> None:
     """Refuse sampling settings that have no meaning, naming the input."""
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) \
-            or max_tokens < 1:
-        raise ValueError(f"max_tokens: must be an integer >= 1, got {max_tokens!r}")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)):
+        raise ValueError(f"max_tokens: must be an integer, got {max_tokens!r}")
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens: must be >= 1, got {max_tokens}")
     if not np.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature: must be >= 0, got {temperature!r}")
     if top_k < 0:

@@ -1,0 +1,176 @@
+"""`llm-release`: the command line of the release system (also usable without Airflow).
+
+Errors from the core are printed as one clear line and exit 2; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from llm_release.errors import LLMReleaseError, StackAlreadyRunning
+
+
+def _stack(args):
+    from llm_release.stack.local import LocalStack
+
+    return LocalStack(args.state_dir)
+
+
+def cmd_stack_up(args) -> int:
+    stack = _stack(args)
+    try:
+        state = stack.up(timeout_s=args.timeout)
+    except StackAlreadyRunning as exc:
+        print(str(exc), file=sys.stderr)
+        if args.json:
+            print(json.dumps(stack.status(), indent=2))
+        return 1
+    if args.json:
+        print(json.dumps(stack.status(), indent=2))
+    else:
+        print(f"stack up in {state['cold_start_s']:.2f} s (state in {stack.state_dir})")
+        for name, comp in state["components"].items():
+            print(f"  {name:<11} {comp['url']}")
+        print(f"  model repository  {state['model_repository']}")
+        print(f"  Airflow connections: source {state['connections']['env']}")
+    return 0
+
+
+def cmd_stack_down(args) -> int:
+    stopped = _stack(args).down()
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def cmd_stack_status(args) -> int:
+    status = _stack(args).status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+    elif not status["components"]:
+        print(f"no stack in {status['state_dir']}")
+    else:
+        for name, comp in status["components"].items():
+            health = "healthy" if comp["healthy"] else ("running, unhealthy" if comp["running"] else "down")
+            print(f"  {name:<11} {health:<19} {comp['url']}  ({comp['detail']})")
+    if not status["components"]:
+        return 3
+    return 0 if status.get("healthy") else 1
+
+
+def cmd_stack_env(args) -> int:
+    state = _stack(args).read_state()
+    if not state:
+        print("no stack running; start one with `llm-release stack up`", file=sys.stderr)
+        return 3
+    print(Path(state["connections"]["env"]).read_text(), end="")
+    print(f"export LLM_RELEASE_STATE_DIR={state['state_dir']}")
+    return 0
+
+
+def cmd_checkpoint(args) -> int:
+    from llm_release.engine.checkpoint import checkpoint_digest, make_reference_checkpoint
+
+    path = make_reference_checkpoint(Path(args.out), seed=args.seed)
+    print(f"{path}  {checkpoint_digest(path)}")
+    return 0
+
+
+def cmd_engine_build(args) -> int:
+    from llm_release.engine.builder import build_engine
+
+    params = {"precision": args.precision, "max_batch_size": args.max_batch_size,
+              "max_input_len": args.max_input_len, "max_seq_len": args.max_seq_len}
+    meta = build_engine(Path(args.checkpoint), Path(args.out), params, model_name=args.model, version=args.version)
+    print(f"built {meta.model} v{meta.version} ({meta.precision}) in {args.out}")
+    return 0
+
+
+def cmd_engine_install(args) -> int:
+    from llm_release.model_repo import install_version
+
+    path = install_version(Path(args.engine), Path(args.repo), model_name=args.model, version=args.version)
+    print(f"installed {path}")
+    return 0
+
+
+def cmd_rehearse(args) -> int:
+    from llm_release.rehearsal import RehearsalConfig, format_summary, run_rehearsal
+    from llm_release.stack.local import default_state_dir
+
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir().parent / "rehearsal"
+    cfg = RehearsalConfig(state_dir=state_dir, requests=args.requests, canary_weight=args.canary_weight,
+                          keep_stack=args.keep_stack)
+    summary = run_rehearsal(cfg)
+    print()
+    print(format_summary(summary))
+    return 0 if summary.get("traffic", {}).get("split_ok") and not summary["traffic"]["errors"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-release", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="the local release stack (Triton, Envoy, Prometheus, S3)")
+    stack_sub = stack.add_subparsers(dest="action", required=True)
+    for name, fn, help_text in (("up", cmd_stack_up, "start every component"),
+                                ("down", cmd_stack_down, "stop every component, leave no process"),
+                                ("status", cmd_stack_status, "URL and health of each component"),
+                                ("env", cmd_stack_env, "print AIRFLOW_CONN_* exports for the running stack")):
+        p = stack_sub.add_parser(name, help=help_text)
+        p.add_argument("--state-dir", help="stack state directory (default $LLM_RELEASE_STATE_DIR or ~/.local/state/llm-release/stack)")
+        if name in ("up", "status"):
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "up":
+            p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for health")
+        p.set_defaults(func=fn)
+
+    ck = sub.add_parser("checkpoint", help="write a reference checkpoint (deterministic)")
+    ck.add_argument("--out", required=True)
+    ck.add_argument("--seed", type=int, default=0)
+    ck.set_defaults(func=cmd_checkpoint)
+
+    engine = sub.add_parser("engine", help="build and install engines")
+    engine_sub = engine.add_subparsers(dest="action", required=True)
+    b = engine_sub.add_parser("build", help="build the reference engine from a checkpoint")
+    b.add_argument("--checkpoint", required=True)
+    b.add_argument("--out", required=True)
+    b.add_argument("--model", required=True)
+    b.add_argument("--version", type=int, required=True)
+    b.add_argument("--precision", default="fp16")
+    b.add_argument("--max-batch-size", type=int, default=8)
+    b.add_argument("--max-input-len", type=int, default=256)
+    b.add_argument("--max-seq-len", type=int, default=512)
+    b.set_defaults(func=cmd_engine_build)
+    i = engine_sub.add_parser("install", help="install a built engine as a Triton model version (atomic)")
+    i.add_argument("--engine", required=True)
+    i.add_argument("--repo", required=True)
+    i.add_argument("--model")
+    i.add_argument("--version", type=int)
+    i.set_defaults(func=cmd_engine_install)
+
+    r = sub.add_parser("rehearse", help="run the local release rehearsal end to end")
+    r.add_argument("--state-dir")
+    r.add_argument("--requests", type=int, default=1000)
+    r.add_argument("--canary-weight", type=int, default=10)
+    r.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
+    r.set_defaults(func=cmd_rehearse)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return args.func(args)
+    except LLMReleaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

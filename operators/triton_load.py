@@ -1,0 +1,94 @@
+"""Load a model version in Triton beside the serving ones, then prove it answers.
+
+Thin: arguments, one call into llm_release.triton_control, a result for XCom. Safe to retry:
+loading a set that is already loaded changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+
+from airflow.sdk import BaseOperator
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+class TritonLoadOperator(BaseOperator):
+    """Make `version` of `model` READY without unloading the versions that serve traffic.
+
+    :param model: Triton model name.
+    :param version: version to load (a positive integer).
+    :param keep_serving: keep every version that is READY now (default); False loads only `version`.
+    :param probe: after loading, send a real inference to exactly this version.
+    :param load_timeout: seconds to wait for READY.
+    :param triton_conn_id: connection of type ``triton``.
+    """
+
+    template_fields: Sequence[str] = ("model", "version", "keep_serving", "probe")
+    ui_color = "#76b900"
+
+    def __init__(self, *, model: str, version, keep_serving=True, probe=True, load_timeout: float = 600.0,
+                 triton_conn_id: str = "triton_default", **kwargs):
+        super().__init__(**kwargs)
+        self.model = model
+        self.version = version
+        self.keep_serving = keep_serving
+        self.probe = probe
+        self.load_timeout = load_timeout
+        self.triton_conn_id = triton_conn_id
+
+    @cached_property
+    def hook(self):
+        from llm_release_airflow.hooks.triton import TritonHook
+
+        return TritonHook(triton_conn_id=self.triton_conn_id)
+
+    def execute(self, context) -> dict:
+        from llm_release.versions import parse_version
+
+        version = parse_version(self.version)
+        triton = self.hook.get_conn()
+        serving = triton.ready_versions(self.model)
+        wanted = sorted(set(serving) | {version}) if _as_bool(self.keep_serving) else [version]
+        self.log.info("Loading %s versions %s (serving now: %s)", self.model, wanted, serving or "none")
+        ready = triton.load_versions(self.model, wanted, wait_s=self.load_timeout)
+        result = {"model": self.model, "version": version, "ready_versions": ready, "previously_ready": serving}
+        if _as_bool(self.probe):
+            probe = triton.probe(self.model, version)
+            self.log.info("Probe of %s v%s answered in %.1f ms: %r", self.model, version, probe.latency_ms, probe.text)
+            result["probe"] = probe.__dict__
+        return result
+
+
+class TritonProbeOperator(BaseOperator):
+    """Send a real inference to exactly one version and fail unless it answers with text.
+
+    Health endpoints can answer 200 while a Python-backend stub is dead; only an answer counts.
+    """
+
+    template_fields: Sequence[str] = ("model", "version", "prompt")
+    ui_color = "#76b900"
+
+    def __init__(self, *, model: str, version, prompt: str = "Triton release probe:", max_tokens: int = 8,
+                 triton_conn_id: str = "triton_default", **kwargs):
+        super().__init__(**kwargs)
+        self.model = model
+        self.version = version
+        self.prompt = prompt
+        self.max_tokens = max_tokens
+        self.triton_conn_id = triton_conn_id
+
+    def execute(self, context) -> dict:
+        from llm_release.versions import parse_version
+        from llm_release_airflow.hooks.triton import TritonHook
+
+        version = parse_version(self.version)
+        probe = TritonHook(triton_conn_id=self.triton_conn_id).get_conn().probe(
+            self.model, version, prompt=self.prompt, max_tokens=self.max_tokens)
+        self.log.info("%s v%s answered in %.1f ms: %r", self.model, version, probe.latency_ms, probe.text)
+        return probe.__dict__

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Idempotent set-up used by both README commands: system packages where missing (Debian's
+# prometheus, python3-venv, libpython), then .venv from requirements/lock.txt with the project
+# installed in it. Re-running is cheap: the venv is rebuilt only when the lock changes.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${LLM_RELEASE_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+apt_install() {
+  log "installing Debian packages: $*"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+command -v "$PYTHON" >/dev/null || { log "need Python 3.11+ as $PYTHON"; exit 1; }
+if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then
+  log "need Python 3.11 or newer, found $("$PYTHON" --version)"; exit 1
+fi
+PYVER="$("$PYTHON" -c 'import sys; print(f"{sys.version_info.major}.{sys.version_info.minor}")')"
+
+pkgs=()
+command -v prometheus >/dev/null || [ -x /usr/bin/prometheus ] || pkgs+=(prometheus)
+"$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || pkgs+=("python${PYVER}-venv")
+# Triton's Python-backend stub links libpython dynamically; Debian's python3 is static.
+if ! "$PYTHON" - <<'PY' 2>/dev/null
+import ctypes, sys, sysconfig
+name = sysconfig.get_config_var("INSTSONAME") or f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0"
+ctypes.CDLL(name)
+PY
+then pkgs+=("libpython${PYVER}"); fi
+if [ "${#pkgs[@]}" -gt 0 ]; then
+  command -v apt-get >/dev/null || { log "missing ${pkgs[*]} and no apt-get to install them"; exit 1; }
+  apt_install "${pkgs[@]}"
+fi
+
+LOCK="$ROOT/requirements/lock.txt"
+STAMP="$VENV/.llm-release-lock"
+want="$(cat "$LOCK" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  log "creating $VENV from requirements/lock.txt (first run takes a few minutes)"
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$(grep '^pip==' "$LOCK")"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$LOCK"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
+  echo "$want" > "$STAMP"
+  log "ready: $VENV"
+fi
