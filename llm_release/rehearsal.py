@@ -9,6 +9,7 @@ timed; the summary is printed and written as JSON beside the stack's state.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,10 @@ def run_rehearsal(cfg: RehearsalConfig, log: Callable[[str], None] = print) -> d
         log(f"    done in {took:.2f} s")
         return value
 
+    if not stack.is_running():
+        # A rehearsal starts from nothing: earlier engines and model versions are not evidence.
+        for leftover in (work, stack.model_repository):
+            shutil.rmtree(leftover, ignore_errors=True)
     state = step("start the local stack", stack.up)
     try:
         comps = state["components"]

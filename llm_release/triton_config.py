@@ -77,16 +77,22 @@ def _field_lines(key: str, value: Any, depth: int):
             yield from _field_lines("value", map_value, depth + 1)
             yield f"{pad}}}\n"
     elif isinstance(value, dict):
-        yield f"{pad}{key} {{\n"
-        yield from _message_lines(value, depth + 1)
-        yield f"{pad}}}\n"
+        yield from _block(key, value, depth)
     elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
         for item in value:
-            yield from _field_lines(key, item, depth)
+            yield from _block(key, item, depth)
     elif isinstance(value, list):
         yield f"{pad}{key}: [{', '.join(_scalar(key, v) for v in value)}]\n"
     else:
         yield f"{pad}{key}: {_scalar(key, value)}\n"
+
+
+def _block(key: str, message: dict[str, Any], depth: int):
+    """A nested message (also each element of a repeated message field)."""
+    pad = _INDENT * depth
+    yield f"{pad}{key} {{\n"
+    yield from _message_lines(message, depth + 1)
+    yield f"{pad}}}\n"
 
 
 def _map_key(field: str, key: Any) -> str:

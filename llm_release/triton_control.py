@@ -44,7 +44,10 @@ def config_from_pbtxt(text: str) -> dict:
     from google.protobuf import json_format, text_format
     from tritonclient.grpc import model_config_pb2
 
-    message = text_format.Parse(text, model_config_pb2.ModelConfig())
+    try:
+        message = text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise TritonError(f"config.pbtxt is not a valid Triton model config: {exc}") from exc
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 

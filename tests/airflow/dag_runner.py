@@ -1,0 +1,44 @@
+"""Run inside an isolated AIRFLOW_HOME (set by the caller): parse the dags/ folder or dag.test() one DAG.
+
+Prints one JSON line with the outcome so the test process never imports Airflow itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def parse(dags_folder: str) -> dict:
+    started = time.perf_counter()
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=dags_folder, include_examples=False)
+    return {"dag_ids": sorted(bag.dag_ids), "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
+            "seconds": time.perf_counter() - started}
+
+
+def run(dags_folder: str, dag_id: str, conf: dict) -> dict:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=dags_folder, include_examples=False).get_dag(dag_id)
+    try:
+        dr = dag.test(run_conf=conf)
+    except Exception as exc:  # noqa: BLE001 - reported to the test as data
+        return {"error": type(exc).__name__, "message": str(exc)}
+    tis = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    xcoms = {}
+    for ti in dr.get_task_instances():
+        value = ti.xcom_pull(task_ids=ti.task_id) if hasattr(ti, "xcom_pull") else None
+        xcoms[ti.task_id] = value
+    return {"state": str(dr.state), "tasks": {k: str(v) for k, v in tis.items()}, "xcoms": xcoms}
+
+
+if __name__ == "__main__":
+    mode, folder = sys.argv[1], sys.argv[2]
+    if mode == "parse":
+        out = parse(folder)
+    else:
+        out = run(folder, sys.argv[3], json.loads(sys.argv[4]))
+    print("RESULT " + json.dumps(out, default=str))

@@ -1,0 +1,86 @@
+"""Shared fixtures: one real local stack per test session, reference engines installed in it.
+
+A stack that cannot start fails the tests that need it; nothing here skips.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODEL = "reference_lm"
+BUILD_PARAMS = {"precision": "fp32", "max_batch_size": 8, "max_input_len": 256, "max_seq_len": 512}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    from llm_release.stack.local import LocalStack
+
+    local = LocalStack(tmp_path_factory.mktemp("stack"))
+    state = local.up()
+    try:
+        yield {"stack": local, "state": state, **state}
+    finally:
+        local.down()
+
+
+@pytest.fixture(scope="session")
+def urls(stack):
+    comps = stack["components"]
+    return {
+        "triton": comps["triton"]["url"],
+        "gateway": comps["envoy"]["url"],
+        "envoy_admin": comps["envoy"]["admin_url"],
+        "prometheus": comps["prometheus"]["url"],
+        "s3": comps["s3"]["url"],
+    }
+
+
+@pytest.fixture(scope="session")
+def engines(stack, tmp_path_factory):
+    """Versions 1 and 2 of the reference model, from two checkpoints, installed in the stack."""
+    from llm_release.engine.builder import build_engine
+    from llm_release.engine.checkpoint import make_reference_checkpoint
+    from llm_release.model_repo import install_version
+
+    work = tmp_path_factory.mktemp("engines")
+    built = {}
+    for version, seed, precision in ((1, 1, "fp32"), (2, 2, "fp16"), (3, 3, "int8")):
+        ckpt = make_reference_checkpoint(work / f"ckpt{seed}", seed=seed)
+        params = dict(BUILD_PARAMS, precision=precision)
+        built[version] = build_engine(ckpt, work / f"engine{version}", params, model_name=MODEL, version=version)
+        if version < 3:  # v3 stays uninstalled: tests install it when they need a fresh version
+            install_version(work / f"engine{version}", stack["model_repository"], model_name=MODEL, version=version)
+    return {"dir": work, "metadata": built}
+
+
+@pytest.fixture(scope="session")
+def triton(stack):
+    from llm_release.triton_control import TritonControl
+
+    return TritonControl(stack["components"]["triton"]["url"], model_repository=stack["model_repository"])
+
+
+@pytest.fixture(scope="session")
+def loaded(triton, engines):
+    """Versions 1 and 2 loaded side by side."""
+    triton.load_versions(MODEL, [1, 2])
+    return [1, 2]
+
+
+@pytest.fixture(scope="session")
+def router(stack):
+    from llm_release.routing.envoy import EnvoyRouter
+
+    envoy = stack["components"]["envoy"]
+    return EnvoyRouter(envoy["xds_dir"], envoy["admin_url"], ("127.0.0.1", stack["ports"]["triton_http"]))
+
+
+@pytest.fixture()
+def clean_env(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("AIRFLOW"):
+            monkeypatch.delenv(key)

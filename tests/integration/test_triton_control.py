@@ -1,0 +1,35 @@
+"""Triton version control on the real server: load beside, idempotence, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_release.errors import SpecError, TritonError
+
+MODEL = "reference_lm"
+
+
+def test_load_is_idempotent_and_keeps_both_versions(triton, loaded):
+    assert triton.ready_versions(MODEL) == [1, 2]
+    assert triton.load_versions(MODEL, [2, 1]) == [1, 2]
+    assert triton.ready_versions(MODEL) == [1, 2]
+
+
+def test_probe_checks_the_answering_version(triton, loaded):
+    for version in (1, 2):
+        probe = triton.probe(MODEL, version)
+        assert probe.version == version and probe.text
+
+
+def test_missing_version_directory_is_a_clear_error_and_serving_versions_stay(triton, loaded):
+    with pytest.raises(TritonError) as err:
+        triton.load_versions(MODEL, [1, 2, 9])
+    assert "9" in str(err.value)
+    assert triton.ready_versions(MODEL) == [1, 2]
+
+
+@pytest.mark.parametrize("versions", [[0], [-1], ["two"], []])
+def test_bad_versions_are_refused_before_calling_triton(triton, versions):
+    with pytest.raises(SpecError) as err:
+        triton.load_versions(MODEL, versions)
+    assert err.value.field == "versions"

@@ -1,0 +1,36 @@
+"""The command line: errors are one clear line naming the field, and nothing is written."""
+
+import subprocess
+import sys
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "llm_release.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_engine_build_with_bad_precision_names_the_field_and_writes_nothing(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    assert run("checkpoint", "--out", str(ckpt), "--seed", "1").returncode == 0
+    out = run("engine", "build", "--checkpoint", str(ckpt), "--out", str(tmp_path / "engine"),
+              "--model", "m", "--version", "1", "--precision", "fp7")
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: precision:")
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "engine").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_engine_build_with_zero_batch_size_names_the_field(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    run("checkpoint", "--out", str(ckpt))
+    out = run("engine", "build", "--checkpoint", str(ckpt), "--out", str(tmp_path / "engine"),
+              "--model", "m", "--version", "1", "--max-batch-size", "0")
+    assert out.returncode == 2
+    assert "max_batch_size" in out.stderr
+    assert not (tmp_path / "engine").exists()
+
+
+def test_status_of_a_stack_that_is_not_there(tmp_path):
+    out = run("stack", "status", "--state-dir", str(tmp_path / "none"))
+    assert out.returncode == 3
+    assert "no stack" in out.stdout
