@@ -130,12 +130,12 @@ def _check_shape_args(seed: int, d_model: int, n_layers: int, n_heads: int) -> N
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise SpecError(field, f"{value!r} is not an integer >= {minimum}",
                             f"pass an integer >= {minimum}")
-    if d_model % n_heads:
-        raise SpecError("n_heads", f"{n_heads} does not divide d_model {d_model}",
-                        "choose n_heads dividing d_model")
     if d_model % 2:
         raise SpecError("d_model", f"{d_model} must be even for sinusoidal positions",
                         "use an even d_model")
+    if d_model % n_heads:
+        raise SpecError("n_heads", f"{n_heads} does not divide d_model {d_model}",
+                        "choose n_heads dividing d_model")
 
 
 def make_reference_checkpoint(out_dir, *, seed: int = 0, d_model: int = 64, n_layers: int = 2,

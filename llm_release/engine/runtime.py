@@ -104,6 +104,7 @@ class ReferenceLM:
 
     @staticmethod
     def detokenize(tokens: list[int]) -> str:
+        """Bytes back to text; a prompt's split multi-byte character shows as U+FFFD."""
         return bytes(tokens).decode("utf-8", errors="replace")
 
     # -- forward --------------------------------------------------------------------------
@@ -114,7 +115,7 @@ class ReferenceLM:
         return out.astype(np.float32, copy=False) + self._w[name + ".bias"]
 
     def new_cache(self, capacity: int) -> list[np.ndarray]:
-        """Key/value cache for `capacity` positions: one (2, heads, capacity, head_dim) per layer."""
+        """Key/value cache for `capacity` positions: (2, heads, capacity, head_dim) per layer."""
         shape = (2, self.n_heads, capacity, self.head_dim)
         return [np.zeros(shape, dtype=np.float32) for _ in range(self.n_layers)]
 

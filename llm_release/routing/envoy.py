@@ -132,7 +132,7 @@ class EnvoyRouter:
         # Clusters first: a route that names an unknown cluster answers 503.
         write_xds(self.xds_dir / "cds.json", generation, [self._cluster(c) for c in clusters])
         self._wait_for(lambda: set(clusters) <= self._live_clusters(), "clusters")
-        write_xds(self.xds_dir / "rds.json", generation, [route_config(state)])
+        write_xds(self.xds_dir / "rds.json", generation, [route_config(state, generation)])
         self._wait_for(lambda: self._route_config_version() == str(generation), "routes")
         _atomic_write(self._state_file, json.dumps(self._state_json(state, generation), indent=2))
 
@@ -230,7 +230,7 @@ def model_routes(model: str, route: ModelRoute) -> list[dict]:
     return routes
 
 
-def route_config(state: dict[str, ModelRoute]) -> dict:
+def route_config(state: dict[str, ModelRoute], generation: int = 0) -> dict:
     routes = [r for model, route in sorted(state.items()) for r in model_routes(model, route)]
     # Anything else under /v2 (health, metadata, models without a split) goes straight to Triton.
     # The repository (load/unload) API is not exposed through the gateway.
@@ -240,6 +240,9 @@ def route_config(state: dict[str, ModelRoute]) -> dict:
     return {
         "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         "name": ROUTE_CONFIG_NAME,
+        # Envoy ignores a route update whose content hashes the same as the live one (and then
+        # keeps the old version_info); the generation makes every write observable.
+        "metadata": {"filter_metadata": {"llm_release": {"generation": generation}}},
         "virtual_hosts": [{"name": "triton", "domains": ["*"], "routes": routes}],
     }
 

@@ -14,7 +14,7 @@ def parse(dags_folder: str) -> dict:
     started = time.perf_counter()
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=dags_folder, include_examples=False)
+    bag = DagBag(dag_folder=dags_folder)
     return {"dag_ids": sorted(bag.dag_ids), "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
             "seconds": time.perf_counter() - started}
 
@@ -22,7 +22,7 @@ def parse(dags_folder: str) -> dict:
 def run(dags_folder: str, dag_id: str, conf: dict) -> dict:
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(dag_folder=dags_folder, include_examples=False).get_dag(dag_id)
+    dag = DagBag(dag_folder=dags_folder).get_dag(dag_id)
     try:
         dr = dag.test(run_conf=conf)
     except Exception as exc:  # noqa: BLE001 - reported to the test as data

@@ -23,6 +23,22 @@ import triton_python_backend_utils as pb_utils
 _FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
+def _require_numpy_1():
+    """Fail the load, not every request, when the stub imported numpy 2.
+
+    The stub embeds CPython in isolated mode (PYTHONPATH is ignored) and was built for numpy 1:
+    with a numpy 2 from the base interpreter's site-packages, each BYTES input tensor arrives
+    as garbage and the stub aborts in deserialize_bytes_tensor (seen with Triton 2.51 from the
+    nvidia-pytriton wheel), while health endpoints still answer 200.
+    """
+    if int(np.__version__.split(".")[0]) >= 2:
+        raise pb_utils.TritonModelException(
+            f"numpy {np.__version__} from {os.path.dirname(np.__file__)} was loaded by the "
+            "Python backend stub, which corrupts string tensors with numpy 2; start "
+            "tritonserver with the bin directory of an environment holding numpy 1.x first on "
+            "PATH (the stub finds its Python prefix through PATH, not PYTHONPATH)")
+
+
 def _load_runtime(engine_dir):
     """Import the engine's runtime.py under a name unique to its path (one per version)."""
     path = os.path.join(engine_dir, "runtime.py")
@@ -58,6 +74,7 @@ class TritonPythonModel:
     """Reference LLM engine behind the TensorRT-LLM ensemble's interface."""
 
     def initialize(self, args):
+        _require_numpy_1()
         config = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(config):
             raise pb_utils.TritonModelException(
