@@ -131,6 +131,7 @@ class TritonControl:
         version beside the serving one, name both. Loading what is loaded changes nothing.
         """
         versions = _check_versions(versions)
+        self._check_version_dirs(model, versions)
         if self.ready_versions(model) == versions and config is None:
             return versions  # idempotent: already exactly this set
         base = dict(config or self.model_config(model))
@@ -140,8 +141,20 @@ class TritonControl:
                           timeout=wait_s)
         if resp.status_code != 200:
             raise TritonError(f"loading {model} versions {versions} failed: {self._error_text(resp)}")
-        self.wait_ready(model, versions, timeout_s=wait_s)
+        # Load blocks until done, so anything not READY now failed (Triton skips a specific
+        # version without a directory and still answers 200): give the index a moment, no more.
+        self.wait_ready(model, versions, timeout_s=5.0)
         return versions
+
+    def _check_version_dirs(self, model: str, versions: list[int]) -> None:
+        """Where the repository is readable, refuse a missing version directory before loading."""
+        if not self.model_repository:
+            return
+        model_dir = self.model_repository / model
+        missing = [v for v in versions if not (model_dir / str(v)).is_dir()]
+        if missing:
+            raise TritonError(
+                f"{model}: no version directory for {missing} in {model_dir}; install the engine first")
 
     def wait_ready(self, model: str, versions, *, timeout_s: float = 600.0) -> None:
         deadline = time.monotonic() + timeout_s

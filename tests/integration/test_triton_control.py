@@ -24,8 +24,23 @@ def test_probe_checks_the_answering_version(triton, loaded):
 def test_missing_version_directory_is_a_clear_error_and_serving_versions_stay(triton, loaded):
     with pytest.raises(TritonError) as err:
         triton.load_versions(MODEL, [1, 2, 9])
-    assert "9" in str(err.value)
+    assert "no version directory for [9]" in str(err.value)
     assert triton.ready_versions(MODEL) == [1, 2]
+
+
+def test_version_triton_skips_is_reported_quickly_when_the_repository_is_not_readable(stack, loaded):
+    """Without a readable repository Triton answers 200 and skips the missing version: we notice."""
+    import time
+
+    from llm_release.triton_control import TritonControl
+
+    remote = TritonControl(stack["components"]["triton"]["url"])  # no model_repository: like a PVC we cannot see
+    started = time.monotonic()
+    with pytest.raises(TritonError) as err:
+        remote.load_versions(MODEL, [1, 2, 9])
+    assert time.monotonic() - started < 30
+    assert "v9" in str(err.value)
+    assert remote.ready_versions(MODEL) == [1, 2]
 
 
 @pytest.mark.parametrize("versions", [[0], [-1], ["two"], []])
