@@ -127,9 +127,10 @@ def _read_metrics(prom_url: str, model: str, expected: dict) -> dict:
     mean_ms = prom.values_by(
         f'sum by (version) (nv_inference_request_duration_us{{model="{model}"}}) / '
         f'sum by (version) (nv_inference_request_success{{model="{model}"}}) / 1000', "version")
-    gateway = prom.values_by(
-        f'sum by (envoy_cluster_name) (envoy_cluster_upstream_rq_xx{{envoy_cluster_name=~"{model}_v[0-9]+",'
-        f'envoy_response_code_class="2"}})', "envoy_cluster_name")
+    gateway_query = (f'sum by (envoy_cluster_name) (envoy_cluster_upstream_rq_xx{{envoy_cluster_name=~"{model}_v[0-9]+",'
+                     f'envoy_response_code_class="2"}})')
+    prom.wait_for(gateway_query, lambda s: sum(x.value for x in s) >= total, timeout_s=30)
+    gateway = prom.values_by(gateway_query, "envoy_cluster_name")
     return {
         "triton_success_by_version": by_version,
         "triton_mean_request_ms_by_version": {k: round(v, 2) for k, v in mean_ms.items()},

@@ -46,9 +46,15 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; 
   log "creating $VENV from requirements/lock.txt (first run takes a few minutes)"
   rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$(grep '^pip==' "$LOCK")"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$LOCK"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
+  PIPLOG="$VENV/bootstrap-pip.log"
+  pip_quiet() {
+    if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" >>"$PIPLOG" 2>&1; then
+      tail -n 40 "$PIPLOG" >&2; log "pip install $* failed (full log: $PIPLOG)"; exit 1
+    fi
+  }
+  pip_quiet "$(grep '^pip==' "$LOCK")"
+  pip_quiet -r "$LOCK"
+  pip_quiet --no-deps --no-build-isolation -e "$ROOT"
   echo "$want" > "$STAMP"
   log "ready: $VENV"
 fi

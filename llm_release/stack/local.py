@@ -216,8 +216,12 @@ class LocalStack:
             return []
         stopped = []
         comps = state["components"]
-        with ThreadPoolExecutor(max_workers=max(1, len(comps))) as pool:
-            list(pool.map(lambda c: stop_group(c["pgid"]), comps.values()))
+        # The gateway goes first: its keep-alive connections would hold Triton in its exit timeout.
+        if "envoy" in comps:
+            stop_group(comps["envoy"]["pgid"])
+        rest = [c for name, c in comps.items() if name != "envoy"]
+        with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
+            list(pool.map(lambda c: stop_group(c["pgid"]), rest))
         stopped.extend(comps)
         leftovers = processes_with_marker(state["stack_id"])
         if leftovers:
