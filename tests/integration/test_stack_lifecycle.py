@@ -74,3 +74,15 @@ def test_down_leaves_no_process_even_after_a_component_crashed(tmp_path):
     finally:
         local.down()
     assert processes_with_marker(again["stack_id"]) == []
+
+
+def test_s3_endpoint_of_the_connection_stores_and_returns_objects(stack):
+    import boto3
+
+    conn = json.loads(open(stack["connections"]["json"]).read())["llm_artifacts_s3"]
+    s3 = boto3.client("s3", endpoint_url=conn["extra"]["endpoint_url"], region_name=conn["extra"]["region_name"],
+                      aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"])
+    s3.create_bucket(Bucket="artifacts")
+    s3.put_object(Bucket="artifacts", Key="reference_lm/1/metadata.json", Body=b'{"version": 1}')
+    body = s3.get_object(Bucket="artifacts", Key="reference_lm/1/metadata.json")["Body"].read()
+    assert body == b'{"version": 1}'
