@@ -12,13 +12,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from llm_release.errors import ChecksumMismatch, SpecError
+from llm_release.fsutil import write_atomically
 
 METADATA_FILE = "metadata.json"
 #: Written by Python when a served engine imports its code; never part of the engine.
@@ -186,40 +186,6 @@ def _check_files(files: Any) -> None:
 
 
 # -- durable writes -------------------------------------------------------------------------
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """Make a directory's entries (new files, renames) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durably(path: str | os.PathLike, data: bytes) -> None:
-    """Write a new file and fsync it (the caller fsyncs the directory once it is complete)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def write_atomically(path: str | os.PathLike, data: bytes) -> None:
-    """Replace a file so readers see the old bytes or the new, never a partial write:
-    temp file in the same directory, fsync, rename, fsync the directory."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
 
 # -- metadata.json --------------------------------------------------------------------------
 

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Iterator
 
 from llm_release.errors import ChecksumMismatch, SpecError
+from llm_release.fsutil import fsync_dir, write_atomically
 from llm_release.metadata import (METADATA_FILE, EngineMetadata, check_model_name,
-                                  check_version, engine_files, fsync_dir, read_metadata,
-                                  verify_engine, write_atomically)
+                                  check_version, engine_files, read_metadata,
+                                  verify_engine)
 from llm_release.triton_config import to_pbtxt
 
 LOG = logging.getLogger("llm_release.model_repo")

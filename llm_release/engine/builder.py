@@ -25,9 +25,10 @@ import numpy as np
 from llm_release.engine.checkpoint import checkpoint_digest, npz_bytes, read_checkpoint
 from llm_release.engine.params import BuildParams
 from llm_release.errors import ChecksumMismatch, SpecError
+from llm_release.fsutil import fsync_dir, write_durably
 from llm_release.metadata import (EngineMetadata, check_created_at, check_model_name,
-                                  check_version, fsync_dir, sha256_bytes, utc_now, verify_engine,
-                                  write_durably, write_metadata)
+                                  check_version, sha256_bytes, utc_now, verify_engine,
+                                  write_metadata)
 from llm_release.triton_config import reference_model_config
 
 LOG = logging.getLogger("llm_release.engine")

@@ -15,9 +15,7 @@ i) catches exactly weight i percent of requests. Requests that name a version ex
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import requests
 
 from llm_release.errors import RoutingError, SpecError
+from llm_release.fsutil import write_atomically
 
 ROUTE_CONFIG_NAME = "llm_gateway"
 PASSTHROUGH_CLUSTER = "triton"
@@ -134,7 +133,7 @@ class EnvoyRouter:
         self._wait_for(lambda: set(clusters) <= self._live_clusters(), "clusters")
         write_xds(self.xds_dir / "rds.json", generation, [route_config(state, generation)])
         self._wait_for(lambda: self._route_config_version() == str(generation), "routes")
-        _atomic_write(self._state_file, json.dumps(self._state_json(state, generation), indent=2))
+        write_atomically(self._state_file, json.dumps(self._state_json(state, generation), indent=2))
 
     def _cluster(self, name: str) -> dict:
         return cluster_resource(name, self.upstream)
@@ -248,20 +247,6 @@ def route_config(state: dict[str, ModelRoute], generation: int = 0) -> dict:
 
 
 def write_xds(path: Path, generation: int, resources: list[dict]) -> None:
-    _atomic_write(path, json.dumps({"version_info": str(generation), "resources": resources}, indent=1))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write beside the target and rename: Envoy's watcher sees only complete files."""
+    """Envoy's directory watcher sees only complete files: write beside, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, json.dumps({"version_info": str(generation), "resources": resources}, indent=1))

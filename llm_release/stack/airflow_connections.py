@@ -9,9 +9,10 @@ written for production only needs its real connections defined there.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
+
+from llm_release.fsutil import write_atomically
 
 TRITON_CONN_ID = "triton_default"
 GATEWAY_CONN_ID = "llm_gateway_default"
@@ -62,17 +63,11 @@ def write_airflow_connections(state_dir: Path, state: dict, *, s3_keys: tuple[st
     out.mkdir(exist_ok=True)
     json_path = out / "connections.json"
     env_path = out / "airflow.env"
-    _write_private(json_path, json.dumps(conns, indent=2))
+    write_atomically(json_path, json.dumps(conns, indent=2), mode=0o600)
     lines = [f"export AIRFLOW_CONN_{cid.upper()}={shlex.quote(json.dumps(conn))}" for cid, conn in conns.items()]
-    _write_private(env_path, "\n".join(lines) + "\n")
+    write_atomically(env_path, "\n".join(lines) + "\n", mode=0o600)
     return {"json": str(json_path), "env": str(env_path)}
 
 
 def airflow_env_vars(state: dict, *, s3_keys: tuple[str, str, str]) -> dict[str, str]:
     return {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(c) for cid, c in connections_for(state, s3_keys=s3_keys).items()}
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)

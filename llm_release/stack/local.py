@@ -20,6 +20,7 @@ from pathlib import Path
 import requests
 
 from llm_release.errors import StackAlreadyRunning, StackError
+from llm_release.fsutil import write_atomically
 from llm_release.stack import envoy, prometheus, triton
 from llm_release.stack.airflow_connections import write_airflow_connections
 from llm_release.stack.processes import (
@@ -72,9 +73,7 @@ class LocalStack:
             return None
 
     def _write_state(self, state: dict) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        os.replace(tmp, self.state_file)
+        write_atomically(self.state_file, json.dumps(state, indent=2))
 
     def is_running(self) -> bool:
         state = self.read_state()

@@ -3,7 +3,6 @@
 import ast
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[2] / "llm_release"
