@@ -186,11 +186,8 @@ class LocalStack:
         state = self.read_state()
         if not state:
             return {"state_dir": str(self.state_dir), "running": False, "components": {}}
-        comps = {}
         with ThreadPoolExecutor(max_workers=len(state["components"])) as pool:
-            results = dict(zip(state["components"], pool.map(self._component_status, state["components"].items())))
-        for name, st in results.items():
-            comps[name] = st.__dict__
+            comps = {st.name: st.__dict__ for st in pool.map(self._component_status, state["components"].items())}
         return {
             "state_dir": str(self.state_dir),
             "stack_id": state["stack_id"],
