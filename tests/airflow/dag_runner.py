@@ -16,7 +16,9 @@ def parse(dags_folder: str) -> dict:
 
     bag = DagBag(dag_folder=dags_folder)
     return {"dag_ids": sorted(bag.dag_ids), "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started,
+            # Parsing must not pull in the core's clients: they are imported inside execute().
+            "core_modules_loaded": sorted(m for m in sys.modules if m == "llm_release" or m.startswith("llm_release."))}
 
 
 def run(dags_folder: str, dag_id: str, conf: dict) -> dict:

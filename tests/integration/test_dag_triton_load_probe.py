@@ -47,6 +47,7 @@ def test_dags_parse_without_errors(airflow_env):
     result = run_runner(airflow_env, "parse", str(REPO / "dags"))
     assert result["import_errors"] == {}
     assert "triton_load_probe" in result["dag_ids"]
+    assert result["core_modules_loaded"] == []
 
 
 def test_load_probe_dag_loads_a_version_beside_the_serving_one(airflow_env, triton, engines):
