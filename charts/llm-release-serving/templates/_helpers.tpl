@@ -130,6 +130,9 @@ upgrade. Rendered once, from deployment.yaml.
 {{- if ne (int64 $total) 100 }}
 {{- fail (printf "traffic.versions: weights sum to %d, not 100 (%s); make the percentages add up to exactly 100" (int64 $total) (join ", " $parts)) }}
 {{- end }}
+{{- if and (eq $provider "gatewayapi") .Values.traffic.pinHeader (gt (len $versions) 15) }}
+{{- fail (printf "traffic.versions: %d versions need %d HTTPRoute rules with pinning routes, and Gateway API allows 16; park old versions or set traffic.pinHeader: \"\"" (len $versions) (add1 (len $versions))) }}
+{{- end }}
 {{- if .Values.serviceMonitor.enabled }}
 {{- $interval := include "llm-release-serving.durationMs" (dict "field" "serviceMonitor.interval" "value" .Values.serviceMonitor.interval) | atoi }}
 {{- if or (lt $interval 1000) (gt $interval 15000) }}
