@@ -47,3 +47,19 @@ class RoutingError(LLMReleaseError):
 
 class MetricsError(LLMReleaseError):
     """Prometheus could not be queried."""
+
+
+class ArtifactError(LLMReleaseError):
+    """An artifact store refused or failed a request."""
+
+
+class ArtifactImmutable(ArtifactError):
+    """A published model version exists with other bytes: versions are never overwritten."""
+
+
+class ArtifactNotFound(ArtifactError):
+    """The requested artifact does not exist (or is not completely published)."""
+
+
+class ArtifactAuthError(ArtifactError):
+    """The store rejected our credentials (HTTP 401/403): retrying will not help."""

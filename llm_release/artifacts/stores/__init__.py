@@ -1,0 +1,1 @@
+"""Artifact stores behind one interface: S3, Artifactory, OCI registry."""
