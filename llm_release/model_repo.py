@@ -18,7 +18,7 @@ import secrets
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from llm_release.errors import ChecksumMismatch, SpecError
 from llm_release.fsutil import fsync_dir, write_atomically
@@ -44,23 +44,74 @@ def install_version(engine_dir, repo_root, *, model_name: str | None = None,
     meta = verify_engine(engine_dir)
     model = check_model_name(meta.model if model_name is None else model_name)
     version = check_version(meta.version if version is None else version)
-    pbtxt = _config_pbtxt(Path(engine_dir), model)
+
+    def copy_into(tmp: Path) -> None:
+        for rel in engine_files(engine_dir) + [METADATA_FILE]:
+            _copy_file(Path(engine_dir) / rel, tmp / rel)
+
+    return install_staged(repo_root, model, version, copy_into, expected=meta)
+
+
+def install_staged(repo_root, model: str, version: int, stage: Callable[[Path], None], *,
+                   expected: EngineMetadata | None = None) -> Path:
+    """Install a version whose files `stage(tmp_dir)` writes (copy, download + extract, ...).
+
+    Under the model's lock: leftovers of crashed installs are removed, an existing version is
+    kept if identical (and refused otherwise), the staged tree is fsynced and verified against
+    its metadata.json, config.pbtxt follows the newest version, and one rename makes the
+    version visible. Whatever fails, Triton never sees a partial version.
+    """
+    model = check_model_name(model)
+    version = check_version(version)
     model_dir = Path(repo_root) / model
     model_dir.mkdir(parents=True, exist_ok=True)
     with _locked(model_dir):
         _remove_leftovers(model_dir)
         target = model_dir / str(version)
-        if target.exists():
-            _require_same(target, meta, model, version)
+        if target.exists() and expected is not None:
+            _require_same(target, expected, model, version)
             LOG.info("%s version %d is already installed with this engine; nothing to do",
                      model, version)
             return target
-        newest = all(version > v for v in installed_versions(repo_root, model))
-        if newest or not (model_dir / CONFIG_FILE).exists():
-            write_atomically(model_dir / CONFIG_FILE, pbtxt.encode("utf-8"))
-        _copy_verified(Path(engine_dir), model_dir, target)
+        if target.exists():
+            raise SpecError("version", f"{model} version {version} is already installed",
+                            "remove it first or publish a new version")
+        tmp = model_dir / f".tmp-{version}-{secrets.token_hex(6)}"
+        try:
+            tmp.mkdir()
+            stage(tmp)
+            for directory in sorted({(tmp / rel).parent for rel in engine_files(tmp)} | {tmp}):
+                fsync_dir(directory)
+            meta = verify_engine(tmp)
+            if expected is not None and not meta.same_build(expected):
+                raise ChecksumMismatch(f"{model} v{version}: staged files differ from the expected engine")
+            newest = all(version > v for v in installed_versions(repo_root, model))
+            if newest or not (model_dir / CONFIG_FILE).exists():
+                write_atomically(model_dir / CONFIG_FILE, _config_pbtxt(tmp, model).encode("utf-8"))
+            os.rename(tmp, target)
+            fsync_dir(model_dir)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
     LOG.info("installed %s version %d at %s", model, version, target)
     return target
+
+
+def remove_version(repo_root, model: str, version: int) -> None:
+    """Take a version out of the repository atomically (rename to a temp name, then delete).
+
+    The caller has made sure Triton does not serve it: removal never unloads anything.
+    """
+    model_dir = Path(repo_root) / check_model_name(model)
+    target = model_dir / str(check_version(version))
+    with _locked(model_dir):
+        if not target.exists():
+            return
+        doomed = model_dir / f".tmp-removed-{version}-{secrets.token_hex(6)}"
+        os.rename(target, doomed)
+        fsync_dir(model_dir)
+        shutil.rmtree(doomed)
+    LOG.info("removed %s version %d from %s", model, version, model_dir)
 
 
 def installed_versions(repo_root, model: str) -> list[int]:
@@ -126,22 +177,6 @@ def _require_same(target: Path, meta: EngineMetadata, model: str, version: int) 
     if installed is None or not installed.same_build(meta):
         raise SpecError("version", f"{model} version {version} is already installed with "
                         f"other content ({reason})", "publish a new version")
-
-
-def _copy_verified(engine_dir: Path, model_dir: Path, target: Path) -> None:
-    """Copy into a temp dir Triton ignores, fsync, verify, rename into place."""
-    tmp = model_dir / f".tmp-{target.name}-{secrets.token_hex(6)}"
-    try:
-        for rel in engine_files(engine_dir) + [METADATA_FILE]:
-            _copy_file(engine_dir / rel, tmp / rel)
-        for directory in sorted({(tmp / rel).parent for rel in engine_files(tmp)} | {tmp}):
-            fsync_dir(directory)
-        verify_engine(tmp)
-        os.rename(tmp, target)
-        fsync_dir(model_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _copy_file(source: Path, dest: Path) -> None:

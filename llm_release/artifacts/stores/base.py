@@ -26,7 +26,7 @@ class RemoteVersion:
 
     model: str
     version: int
-    manifest_checksum: str  # hex digest of manifest.json, with the store's algorithm
+    manifest_checksum: str | None  # hex digest of manifest.json with the store's algorithm; None: unknown
     checksum_algorithm: str  # "md5" (S3 ETag of a single-part object) or "sha256"
     archive_size: int | None = None
 

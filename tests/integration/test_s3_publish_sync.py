@@ -1,0 +1,170 @@
+"""Publish to S3 (moto server over HTTP) and sync into a model repository."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from llm_release.artifacts.manifest import Manifest
+from llm_release.artifacts.publish import publish_engine
+from llm_release.artifacts.stores.s3 import S3Store
+from llm_release.artifacts.sync import CONFLICT, FAILED, INSTALL, KEEP, REMOVE, SKIP, UNCHANGED, SyncOptions, raise_for_report, run_sync
+from llm_release.errors import ArtifactError, ArtifactImmutable
+from llm_release.model_repo import install_version, installed_versions
+
+PARAMS = {"precision": "fp32", "max_batch_size": 4, "max_input_len": 32, "max_seq_len": 64}
+
+
+@pytest.fixture(scope="module")
+def s3_client(stack):
+    import boto3
+
+    conn = json.loads(open(stack["connections"]["json"]).read())["llm_artifacts_s3"]
+    return boto3.client("s3", endpoint_url=conn["extra"]["endpoint_url"], region_name=conn["extra"]["region_name"],
+                        aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"])
+
+
+@pytest.fixture()
+def store(s3_client):
+    bucket = f"artifacts-{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(Bucket=bucket)
+    return S3Store(s3_client, bucket, prefix="engines")
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    """build(model, version, seed) -> engine dir (cached per module)."""
+    from llm_release.engine.builder import build_engine
+    from llm_release.engine.checkpoint import make_reference_checkpoint
+
+    root = tmp_path_factory.mktemp("s3engines")
+    made = {}
+
+    def _build(model: str, version: int, seed: int = 1):
+        key = (model, version, seed)
+        if key not in made:
+            ckpt = root / f"ckpt{seed}"
+            if not ckpt.exists():
+                make_reference_checkpoint(ckpt, seed=seed)
+            out = root / f"{model}-v{version}-s{seed}"
+            build_engine(ckpt, out, PARAMS, model_name=model, version=version)
+            made[key] = out
+        return made[key]
+
+    return _build
+
+
+def kinds(report):
+    return {(a.model, a.version): a.kind for a in report.actions}
+
+
+def test_publish_then_sync_installs_once_and_a_second_sync_moves_zero_bytes(store, build, tmp_path):
+    engine = build("m", 1)
+    result = publish_engine(engine, store)
+    assert result.uploaded and result.manifest_digest == Manifest.of_engine_dir(engine).digest
+    repo = tmp_path / "repo"
+    first = run_sync(store, repo)
+    assert kinds(first) == {("m", 1): INSTALL}
+    assert first.bytes_downloaded > 0 and first.files_installed == len(Manifest.of_engine_dir(engine).files)
+    assert installed_versions(repo, "m") == [1]
+    assert not [p for p in (repo / "m").iterdir() if p.name.startswith(".tmp-")]
+    second = run_sync(store, repo)
+    assert kinds(second) == {("m", 1): UNCHANGED}
+    assert second.bytes_downloaded == 0 and second.listing_requests == 1
+
+
+def test_publish_is_immutable_and_a_retry_is_a_no_op(store, build):
+    publish_engine(build("m", 1, seed=1), store)
+    again = publish_engine(build("m", 1, seed=1), store)
+    assert again.uploaded is False
+    before = store.fetch_manifest("m", 1)
+    with pytest.raises(ArtifactImmutable) as err:
+        publish_engine(build("m", 1, seed=2), store)
+    assert "m v1" in str(err.value) and "immutable" in str(err.value)
+    assert store.fetch_manifest("m", 1) == before
+
+
+def test_an_archive_without_its_manifest_is_invisible(store, build, tmp_path):
+    from llm_release.artifacts.archive import pack_engine
+
+    archive = tmp_path / "engine.tar"
+    pack_engine(build("m", 2), archive)
+    store.upload_archive("m", 2, archive, sha256="sha256:unused", properties={})  # a publish that died here
+    listing = store.list_published()
+    assert ("m", 2) not in listing.versions
+    report = run_sync(store, tmp_path / "repo", SyncOptions(models=("m",)))
+    assert installed_versions(tmp_path / "repo", "m") == []
+    assert [a.kind for a in report.actions] == ["missing"]
+
+
+def test_retention_installs_the_newest_and_prunes_only_what_is_not_served(store, build, tmp_path):
+    repo = tmp_path / "repo"
+    for v in (1, 2, 3, 4):
+        publish_engine(build("m", v), store)
+    install_version(build("m", 1), repo)
+    install_version(build("m", 2), repo)
+    served = {"m": {1}}
+    from llm_release.artifacts.sync import plan_sync
+
+    listing = store.list_published()
+    planned = {(a.model, a.version): a.kind for a in plan_sync(store, listing, repo, SyncOptions(keep_latest=2),
+                                                               lambda m: served[m])}
+    assert planned == {("m", 1): KEEP, ("m", 2): REMOVE, ("m", 3): INSTALL, ("m", 4): INSTALL}
+    dry = run_sync(store, repo, SyncOptions(keep_latest=2, dry_run=True))
+    assert installed_versions(repo, "m") == [1, 2] and dry.bytes_downloaded == 0
+    assert {a.version for a in dry.of_kind(INSTALL)} == {3, 4}
+    # without Triton, nothing is removed: whether a version serves cannot be known
+    assert {a.version for a in dry.of_kind(KEEP)} == {1, 2}
+    real = run_sync(store, repo, SyncOptions(keep_latest=2))
+    assert installed_versions(repo, "m") == [1, 2, 3, 4] and real.bytes_downloaded > 0
+    assert kinds(real)[("m", 3)] == INSTALL
+
+
+def test_one_version_only(store, build, tmp_path):
+    for v in (1, 2, 3):
+        publish_engine(build("m", v), store)
+    report = run_sync(store, tmp_path / "repo", SyncOptions(models=("m",), version=2))
+    assert kinds(report) == {("m", 2): INSTALL}
+    assert installed_versions(tmp_path / "repo", "m") == [2]
+
+
+def test_installed_version_with_other_bytes_is_a_conflict_and_stays(store, build, tmp_path):
+    repo = tmp_path / "repo"
+    install_version(build("m", 1, seed=1), repo)
+    before = (repo / "m" / "1" / "metadata.json").read_bytes()
+    publish_engine(build("m", 1, seed=2), store)
+    report = run_sync(store, repo)
+    assert kinds(report) == {("m", 1): CONFLICT}
+    assert (repo / "m" / "1" / "metadata.json").read_bytes() == before
+    with pytest.raises(ArtifactError) as err:
+        raise_for_report(report)
+    assert "m v1" in str(err.value)
+
+
+def test_a_corrupted_archive_is_caught_and_nothing_is_installed(store, build, tmp_path, s3_client):
+    from llm_release.artifacts.archive import pack_engine
+
+    engine = build("m", 1)
+    publish_engine(engine, store)
+    archive = tmp_path / "bad.tar"
+    pack_engine(engine, archive)
+    data = bytearray(archive.read_bytes())
+    data[2048] ^= 0xFF  # one byte of the first file's contents
+    s3_client.put_object(Bucket=store.bucket, Key="engines/m/1/engine.tar", Body=bytes(data))
+    repo = tmp_path / "repo"
+    report = run_sync(store, repo)
+    assert kinds(report) == {("m", 1): FAILED}
+    assert "sha256" in report.actions[0].reason
+    assert installed_versions(repo, "m") == []
+    assert not [p for p in (repo / "m").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_a_non_numeric_version_is_refused_by_name(store, s3_client, tmp_path):
+    s3_client.put_object(Bucket=store.bucket, Key="engines/m/v2/manifest.json", Body=b"{}")
+    listing = store.list_published()
+    assert listing.versions == {}
+    assert any("'v2'" in r for r in listing.rejected)
+    report = run_sync(store, tmp_path / "repo")
+    assert report.rejected == listing.rejected
