@@ -42,6 +42,22 @@ def get_provider_info() -> dict:
                 },
             },
             {
+                "connection-type": "artifactory",
+                "hook-class-name": "llm_release_airflow.hooks.artifactory.ArtifactoryHook",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {"host": "Artifactory URL", "password": "Access token or password",
+                                   "login": "User (basic auth only)"},
+                    "placeholders": {"host": "https://artifactory.example.com/artifactory"},
+                },
+                "conn-fields": {
+                    "repo": {"label": "Repository", "description": "Key of the generic repository holding the engines",
+                             "schema": {"type": "string"}},
+                    "prefix": {"label": "Path prefix", "description": "Folder in the repository above <model>/<version>/ (optional)",
+                               "schema": {"type": ["string", "null"]}},
+                },
+            },
+            {
                 "connection-type": "prometheus",
                 "hook-class-name": "llm_release_airflow.hooks.prometheus.PrometheusHook",
                 "ui-field-behaviour": {
@@ -52,7 +68,8 @@ def get_provider_info() -> dict:
             },
         ],
         "hooks": [{"integration-name": "LLM Release", "python-modules": [
-            "llm_release_airflow.hooks.triton", "llm_release_airflow.hooks.gateway", "llm_release_airflow.hooks.prometheus"]}],
+            "llm_release_airflow.hooks.triton", "llm_release_airflow.hooks.gateway", "llm_release_airflow.hooks.prometheus",
+            "llm_release_airflow.hooks.artifactory"]}],
         "operators": [{"integration-name": "LLM Release", "python-modules": ["llm_release_airflow.operators.triton_load"]}],
         "plugins": [{"name": "llm_release", "plugin-class": "llm_release_airflow.plugins.llm_release_plugin.LLMReleasePlugin"}],
     }

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL = "reference_lm"
 BUILD_PARAMS = {"precision": "fp32", "max_batch_size": 8, "max_input_len": 256, "max_seq_len": 512}
@@ -84,3 +85,11 @@ def clean_env(monkeypatch):
     for key in list(os.environ):
         if key.startswith("AIRFLOW"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def airflow_env(tmp_path_factory, stack):
+    """One isolated Airflow home (SQLite, migrated once) with the stack's connections and variables."""
+    from tests.airflow.harness import airflow_environment
+
+    return airflow_environment(tmp_path_factory.mktemp("airflow_home"), stack["state"])

@@ -1,8 +1,8 @@
-"""Airflow connections for the parts of a running stack, so DAGs run against it unchanged.
+"""Airflow connections and variables for a running stack, so DAGs run against it unchanged.
 
-Written two ways: `connections.json` for Airflow's LocalFilesystemBackend (and for
-`dag.test(conn_file_path=...)`), and `airflow.env` with `AIRFLOW_CONN_<ID>` lines (JSON form)
-to source before `airflow standalone`. The connection ids are the hooks' defaults, so a DAG
+Written as `connections.json` and `variables.json` for Airflow's LocalFilesystemBackend, and
+as `airflow.env` with `AIRFLOW_CONN_<ID>` / `AIRFLOW_VAR_<NAME>` lines (JSON form) to source
+before `airflow standalone`. The connection ids are the hooks' defaults, so a DAG
 written for production only needs its real connections defined there.
 """
 
@@ -18,6 +18,21 @@ TRITON_CONN_ID = "triton_default"
 GATEWAY_CONN_ID = "llm_gateway_default"
 PROMETHEUS_CONN_ID = "prometheus_default"
 S3_CONN_ID = "llm_artifacts_s3"
+ARTIFACT_BUCKET = "llm-artifacts"
+ARTIFACT_PREFIX = "engines"
+SYNC_TARGETS_VARIABLE = "llm_release_sync_targets"
+
+
+def variables_for(state: dict) -> dict[str, object]:
+    """Airflow Variables the DAGs read: the stack is one region syncing from its S3."""
+    return {
+        SYNC_TARGETS_VARIABLE: [{
+            "region": "local",
+            "model_repository": state["model_repository"],
+            "triton_conn_id": TRITON_CONN_ID,
+            "source": {"kind": "s3", "conn_id": S3_CONN_ID, "bucket": ARTIFACT_BUCKET, "prefix": ARTIFACT_PREFIX},
+        }],
+    }
 
 
 def connections_for(state: dict, *, s3_keys: tuple[str, str, str]) -> dict[str, dict]:
@@ -57,17 +72,21 @@ def connections_for(state: dict, *, s3_keys: tuple[str, str, str]) -> dict[str, 
 
 
 def write_airflow_connections(state_dir: Path, state: dict, *, s3_keys: tuple[str, str, str]) -> dict[str, str]:
-    """Write both files (owner-only permissions: they hold credentials) and return their paths."""
+    """Write the files (owner-only permissions: they hold credentials) and return their paths."""
     conns = connections_for(state, s3_keys=s3_keys)
     out = state_dir / "airflow"
     out.mkdir(exist_ok=True)
     json_path = out / "connections.json"
     env_path = out / "airflow.env"
     write_atomically(json_path, json.dumps(conns, indent=2), mode=0o600)
-    lines = [f"export AIRFLOW_CONN_{cid.upper()}={shlex.quote(json.dumps(conn))}" for cid, conn in conns.items()]
+    lines = [f"export {key}={shlex.quote(value)}" for key, value in airflow_env_vars(state, s3_keys=s3_keys).items()]
+    write_atomically(out / "variables.json", json.dumps(variables_for(state), indent=2), mode=0o600)
     write_atomically(env_path, "\n".join(lines) + "\n", mode=0o600)
-    return {"json": str(json_path), "env": str(env_path)}
+    return {"json": str(json_path), "env": str(env_path), "variables": str(out / "variables.json")}
 
 
 def airflow_env_vars(state: dict, *, s3_keys: tuple[str, str, str]) -> dict[str, str]:
-    return {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(c) for cid, c in connections_for(state, s3_keys=s3_keys).items()}
+    """AIRFLOW_CONN_* and AIRFLOW_VAR_* for the stack (JSON values)."""
+    env = {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(c) for cid, c in connections_for(state, s3_keys=s3_keys).items()}
+    env.update({f"AIRFLOW_VAR_{key.upper()}": json.dumps(value) for key, value in variables_for(state).items()})
+    return env

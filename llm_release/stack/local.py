@@ -22,7 +22,7 @@ import requests
 from llm_release.errors import StackAlreadyRunning, StackError
 from llm_release.fsutil import write_atomically
 from llm_release.stack import envoy, prometheus, triton
-from llm_release.stack.airflow_connections import write_airflow_connections
+from llm_release.stack.airflow_connections import ARTIFACT_BUCKET, write_airflow_connections
 from llm_release.stack.processes import (
     MARKER_VAR,
     free_port,
@@ -116,6 +116,7 @@ class LocalStack:
             self._write_state(state)
             self.down()
             raise
+        _create_bucket(state["components"]["s3"]["url"], ARTIFACT_BUCKET)
         state["cold_start_s"] = round(time.monotonic() - started, 3)
         state["connections"] = write_airflow_connections(self.state_dir, state, s3_keys=(S3_ACCESS_KEY, S3_SECRET_KEY, S3_REGION))
         self._write_state(state)
@@ -228,6 +229,15 @@ class LocalStack:
                 shm.unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)
         return stopped
+
+
+def _create_bucket(endpoint: str, bucket: str) -> None:
+    """The artifact bucket the stack's sync target points at."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=S3_REGION,
+                          aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=S3_SECRET_KEY)
+    client.create_bucket(Bucket=bucket)
 
 
 def _probe(comp: dict) -> tuple[bool, str]:

@@ -32,8 +32,10 @@ def run(dags_folder: str, dag_id: str, conf: dict) -> dict:
     tis = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     xcoms = {}
     for ti in dr.get_task_instances():
-        value = ti.xcom_pull(task_ids=ti.task_id) if hasattr(ti, "xcom_pull") else None
-        xcoms[ti.task_id] = value
+        value = ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index) if ti.map_index >= 0 \
+            else ti.xcom_pull(task_ids=ti.task_id)
+        key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+        xcoms[key] = value
     return {"state": str(dr.state), "tasks": {k: str(v) for k, v in tis.items()}, "xcoms": xcoms}
 
 

@@ -19,10 +19,11 @@ PUTs of the same bytes to the same path). No credential ever reaches a log line 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import time
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -56,9 +57,9 @@ class _BearerAuth(AuthBase):
 
 
 class _ProgressReader:
-    """A file read in chunks for a streamed PUT body, reporting progress as requests sends it."""
+    """A PUT body read in chunks as requests sends it (never all in memory), reporting progress."""
 
-    def __init__(self, fh, total: int, progress: ProgressFn | None):
+    def __init__(self, fh: BinaryIO, total: int, progress: ProgressFn | None):
         self._fh = fh
         self._total = total
         self._done = 0
@@ -74,8 +75,11 @@ class _ProgressReader:
             self._progress(self._done, self._total)
         return block
 
+    def close(self) -> None:
+        self._fh.close()
 
-def file_checksums(path: Path) -> dict[str, str]:
+
+def _file_checksums(path: Path) -> dict[str, str]:
     """md5, sha1 and sha256 of a file in one read: Artifactory verifies each we send."""
     digests = {"md5": hashlib.md5(usedforsecurity=False), "sha1": hashlib.sha1(usedforsecurity=False),
                "sha256": hashlib.sha256()}
@@ -86,13 +90,13 @@ def file_checksums(path: Path) -> dict[str, str]:
     return {name: digest.hexdigest() for name, digest in digests.items()}
 
 
-def bytes_checksums(data: bytes) -> dict[str, str]:
+def _bytes_checksums(data: bytes) -> dict[str, str]:
     return {"md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
             "sha1": hashlib.sha1(data, usedforsecurity=False).hexdigest(),
             "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def matrix_params(properties: dict[str, str]) -> str:
+def _matrix_params(properties: dict[str, str]) -> str:
     """`;key=value...` with keys and values URL-encoded, so `;`, `=`, `,` and `/` in a value
     cannot split it into other properties, values or path segments."""
     return "".join(f";{quote(str(k), safe='')}={quote(str(v), safe='')}" for k, v in sorted(properties.items()))
@@ -152,7 +156,7 @@ class ArtifactoryStore(ArtifactStore):
         return "/".join(p for p in (self.prefix, model, str(version), name) if p)
 
     def _artifact_url(self, path: str, properties: dict[str, str] | None = None) -> str:
-        return f"{self.base_url}/{quote(self.repo, safe='')}/{quote(path)}{matrix_params(properties or {})}"
+        return f"{self.base_url}/{quote(self.repo, safe='')}/{quote(path)}{_matrix_params(properties or {})}"
 
     def _storage_url(self, path: str, query: str = "") -> str:
         url = f"{self.base_url}/api/storage/{quote(self.repo, safe='')}"
@@ -165,7 +169,8 @@ class ArtifactoryStore(ArtifactStore):
         """Every complete version under the prefix, from ONE File List request."""
         listing = Listing(requests=1)
         response = self._call("GET", self._storage_url(self.prefix, _LIST_QUERY), missing_ok=True)
-        if response is None:  # the prefix does not exist yet: nothing is published
+        if response is None:
+            log.info("%s does not exist yet: nothing is published there", self.describe())
             return listing
         files = [f for f in response.json().get("files", []) if str(f.get("folder")).lower() != "true"]
         sizes = {f["uri"].strip("/").rpartition("/")[0]: int(f["size"]) for f in files
@@ -184,12 +189,10 @@ class ArtifactoryStore(ArtifactStore):
         if isinstance(parsed, str):
             listing.rejected.append(f"{where}: {parsed}")
             return
-        # Artifactory lists sha2 (sha256) since 5.5; older servers list sha1 only, which still
-        # compares against Manifest.checksum("sha1").
-        algorithm, checksum = ("sha256", entry.get("sha2")) if entry.get("sha2") else ("sha1", entry.get("sha1"))
-        if not checksum:
-            listing.rejected.append(f"{where}: the file list gives no checksum for it")
-            return
+        # Artifactory lists sha2 (sha256) since 5.5; older servers list sha1 only, which compares
+        # as well (Manifest.checksum("sha1")); with neither, None makes a sync fetch the manifest.
+        algorithm, checksum = ("sha1", entry["sha1"]) if entry.get("sha1") and not entry.get("sha2") \
+            else ("sha256", entry.get("sha2"))
         model, version = parsed
         listing.versions[(model, version)] = RemoteVersion(model, version, manifest_checksum=checksum,
                                                            checksum_algorithm=algorithm, archive_size=archive_size)
@@ -212,7 +215,7 @@ class ArtifactoryStore(ArtifactStore):
             nonlocal written
             written = self._write_verified(response, path, Path(dest), progress)
 
-        self._call("GET", self._artifact_url(path), stream=True, consume=write)
+        self._call("GET", self._artifact_url(path), consume=write)
         return written
 
     def _write_verified(self, response: requests.Response, path: str, dest: Path,
@@ -229,6 +232,7 @@ class ArtifactoryStore(ArtifactStore):
                 if progress:
                     progress(done, total or done)
         if expected and digest.hexdigest() != expected:
+            dest.unlink(missing_ok=True)  # nobody may install these bytes by mistake
             raise ChecksumMismatch(f"{self.repo}/{path}: downloaded bytes have sha256 {digest.hexdigest()}, "
                                    f"Artifactory records {expected}; the stored artifact is damaged: "
                                    "restore it in Artifactory or publish a new version")
@@ -239,24 +243,21 @@ class ArtifactoryStore(ArtifactStore):
         """Deploy the archive with its checksums; an identical archive already there is left alone,
         and a published version's archive is never replaced by other bytes."""
         path = self.item_path(model, version, ARCHIVE_FILE)
-        checksums = file_checksums(Path(source))
+        checksums = _file_checksums(Path(source))
         if checksums["sha256"] != _strip_algorithm(sha256):
             raise ChecksumMismatch(f"{source}: sha256 is {checksums['sha256']}, the caller expected "
-                                   f"{_strip_algorithm(sha256)}; the file changed since it was hashed: rebuild the archive")
+                                   f"{_strip_algorithm(sha256)}; the file changed since it was hashed: "
+                                   "rebuild the archive")
         existing = self._call("GET", self._storage_url(path), missing_ok=True)
         if existing is not None:
             if existing.json().get("checksums", {}).get("sha256") == checksums["sha256"]:
-                log.info("%s v%s: %s already holds this archive, not uploading it again", model, version, self.describe())
+                log.info("%s v%s: %s already holds this archive, not uploading it again",
+                         model, version, self.describe())
                 return
             if self.fetch_manifest(model, version) is not None:
                 raise ArtifactImmutable(f"{model} v{version} is already published in {self.describe()} with another "
                                         "archive; published versions are immutable: publish a new version number")
-        size = Path(source).stat().st_size
-
-        def body():
-            return open(source, "rb")
-
-        self._deploy(path, body, size, checksums, properties, progress)
+        self._deploy(path, lambda: open(source, "rb"), Path(source).stat().st_size, checksums, properties, progress)
 
     def upload_manifest(self, model: str, version: int, data: bytes, *, properties: dict[str, str]) -> None:
         """Publish the version by deploying its manifest, unless one is there already: the same
@@ -274,8 +275,8 @@ class ArtifactoryStore(ArtifactStore):
                 f"{model} v{version} is already published in {self.describe()} with another manifest "
                 f"(sha256 {hashlib.sha256(existing).hexdigest()}, this one {hashlib.sha256(data).hexdigest()}); "
                 "published versions are immutable: publish a new version number")
-        self._deploy(self.item_path(model, version, MANIFEST_FILE), lambda: data, len(data),
-                     bytes_checksums(data), properties, None)
+        self._deploy(self.item_path(model, version, MANIFEST_FILE), lambda: io.BytesIO(data), len(data),
+                     _bytes_checksums(data), properties, None)
 
     # -- storage information --------------------------------------------------------------------
 
@@ -295,30 +296,25 @@ class ArtifactoryStore(ArtifactStore):
 
     # -- HTTP -----------------------------------------------------------------------------------
 
-    def _deploy(self, path: str, body: Callable, size: int, checksums: dict[str, str],
+    def _deploy(self, path: str, open_source: Callable[[], BinaryIO], size: int, checksums: dict[str, str],
                 properties: dict[str, str], progress: ProgressFn | None) -> None:
-        """PUT the bytes `body()` gives (a fresh reader per attempt) with checksum headers and
-        properties as matrix parameters."""
+        """PUT the bytes `open_source()` gives (opened anew for each attempt) with checksum
+        headers, and the properties as matrix parameters."""
         headers = {"X-Checksum-Sha256": checksums["sha256"], "X-Checksum-Sha1": checksums["sha1"],
                    "X-Checksum": checksums["md5"], "Content-Type": "application/octet-stream"}
-        url = self._artifact_url(path, properties)
-
-        def data():
-            source = body()
-            return source if isinstance(source, bytes) else _ProgressReader(source, size, progress)
-
-        self._call("PUT", url, headers=headers, data=data)
+        self._call("PUT", self._artifact_url(path, properties), headers=headers,
+                   data=lambda: _ProgressReader(open_source(), size, progress))
         log.info("deployed %s/%s (%d bytes) to %s", self.repo, path, size, _redact(self.base_url))
 
-    def _call(self, method: str, url: str, *, headers: dict | None = None, data: Callable | None = None,
-              stream: bool = False, missing_ok: bool = False,
+    def _call(self, method: str, url: str, *, headers: dict | None = None,
+              data: Callable[[], _ProgressReader] | None = None, missing_ok: bool = False,
               consume: Callable[[requests.Response], None] | None = None) -> requests.Response | None:
         """One request with retries on 5xx and connection failures; client errors are final.
 
         `data()` builds the body anew for each attempt; `consume(response)` runs inside the retry,
         so a download broken half-way starts again. Returns None for a 404 when `missing_ok`.
         """
-        where = _redact(url.split("?", 1)[0])
+        where = _redact(url.split("?", 1)[0].split(";", 1)[0])  # no query, no properties
         last = "no attempt"
         for attempt in range(self.retries + 1):
             if attempt:
@@ -328,7 +324,7 @@ class ArtifactoryStore(ArtifactStore):
             body = data() if data else None
             try:
                 response = self.session.request(method, url, headers=headers, data=body, auth=self._auth,
-                                                timeout=self.timeout_s, stream=stream or consume is not None)
+                                                timeout=self.timeout_s, stream=consume is not None)
                 if response.status_code >= 500:
                     last = f"HTTP {response.status_code} ({_artifactory_message(response)})"
                     response.close()
@@ -342,8 +338,8 @@ class ArtifactoryStore(ArtifactStore):
             except _TRANSIENT as exc:
                 last = f"{type(exc).__name__}: {exc}"
             finally:
-                if hasattr(body, "_fh"):
-                    body._fh.close()
+                if body is not None:
+                    body.close()
         raise ArtifactError(f"{method} {where} failed after {self.retries + 1} attempts; last: {last}. "
                             "Artifactory is unavailable or overloaded: retry later")
 

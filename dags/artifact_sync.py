@@ -1,0 +1,67 @@
+"""Hourly: bring every region's model repository up to date from its artifact source.
+
+One mapped task per region (each its own model repository, Triton and source connection, as
+in "build once, upload once, every region syncs from it"). Regions come from the Airflow
+Variable `llm_release_sync_targets` (JSON list; see llm_release.artifacts.targets). Trigger
+with a config to sync one model, one version, or to dry-run: {"model": "llama", "version": 42,
+"dry_run": true}. A no-op sync downloads nothing.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from llm_release_airflow.operators.artifacts import ArtifactSyncOperator
+
+TARGETS_VARIABLE = "llm_release_sync_targets"
+
+with DAG(
+    dag_id="artifact_sync",
+    description="Sync published engines into each region's model repository and load what is new",
+    schedule="@hourly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    tags=["llm-release", "artifacts"],
+    doc_md=__doc__,
+    params={
+        "model": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+                       title="Model", description="Only this model (empty: every published model)"),
+        "version": Param(None, type=["null", "integer"], minimum=1, title="Version",
+                         description="Only this version (empty: the newest per retention)"),
+        "dry_run": Param(False, type="boolean", title="Dry run", description="Report what would change; change nothing"),
+        "keep_latest": Param(3, type="integer", minimum=1, maximum=100, title="Keep latest",
+                             description="Retention: newest published versions kept per model"),
+        "regions": Param(None, type=["null", "array"], items={"type": "string"}, title="Regions",
+                         description="Only these regions (empty: all configured)"),
+    },
+) as dag:
+
+    @task
+    def sync_targets(params=None) -> list[dict]:
+        """The configured regions (validated), narrowed to the ones asked for."""
+        from airflow.sdk import Variable
+
+        from llm_release.artifacts.targets import parse_targets
+        from llm_release.errors import SpecError
+
+        targets = [t.to_dict() for t in parse_targets(Variable.get(TARGETS_VARIABLE, deserialize_json=True))]
+        wanted = params.get("regions") if params else None
+        if wanted:
+            unknown = sorted(set(wanted) - {t["region"] for t in targets})
+            if unknown:
+                raise SpecError("regions", f"unknown regions {unknown}", f"configured: {[t['region'] for t in targets]}")
+            targets = [t for t in targets if t["region"] in wanted]
+        return targets
+
+    ArtifactSyncOperator.partial(
+        task_id="sync_region",
+        model="{{ params.model }}",
+        version="{{ params.version }}",
+        dry_run="{{ params.dry_run }}",
+        keep_latest="{{ params.keep_latest }}",
+        retries=2,
+        max_active_tis_per_dagrun=4,
+    ).expand(target=sync_targets())

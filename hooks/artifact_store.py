@@ -1,0 +1,33 @@
+"""Build the core's artifact store for a source spec from Airflow connections.
+
+s3 goes through the amazon provider's S3Hook (its credentials, region and endpoint), artifactory
+through ArtifactoryHook, oci through a connection holding the registry address and login.
+"""
+
+from __future__ import annotations
+
+
+def store_for_source(source):
+    """`source` is a llm_release.artifacts.targets.SourceSpec (or its dict form)."""
+    from llm_release.artifacts.targets import SourceSpec, parse_source
+
+    spec = source if isinstance(source, SourceSpec) else parse_source(source, "source")
+    if spec.kind == "s3":
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from llm_release.artifacts.stores.s3 import S3Store
+
+        return S3Store(S3Hook(aws_conn_id=spec.conn_id).get_conn(), spec.bucket, spec.prefix)
+    if spec.kind == "artifactory":
+        from llm_release_airflow.hooks.artifactory import ArtifactoryHook
+
+        return ArtifactoryHook(artifactory_conn_id=spec.conn_id).get_store(prefix=spec.prefix or None)
+    from airflow.sdk import BaseHook
+
+    from llm_release.artifacts.stores.oci import OciStore
+
+    conn = BaseHook.get_connection(spec.conn_id)
+    extra = conn.extra_dejson or {}
+    registry = conn.host if not conn.port else f"{conn.host}:{conn.port}"
+    return OciStore(registry, namespace=spec.prefix or "llm-release", insecure=bool(extra.get("insecure", False)),
+                    username=conn.login or None, password=conn.password or None)
