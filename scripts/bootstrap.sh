@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up used by both README commands: system packages where missing (Debian's
-# prometheus, python3-venv, libpython), then .venv from requirements/lock.txt with the project
-# installed in it. Re-running is cheap: the venv is rebuilt only when the lock changes.
+# prometheus and docker-registry, python3-venv, libpython), then .venv from requirements/lock.txt
+# with the project installed in it. Re-running is cheap: the venv is rebuilt only when the lock
+# changes.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +27,8 @@ PYVER="$("$PYTHON" -c 'import sys; print(f"{sys.version_info.major}.{sys.version
 
 pkgs=()
 command -v prometheus >/dev/null || [ -x /usr/bin/prometheus ] || pkgs+=(prometheus)
+# The OCI registry the artifact-store tests publish to (CNCF distribution, run by the tests).
+command -v docker-registry >/dev/null || [ -x /usr/bin/docker-registry ] || pkgs+=(docker-registry)
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || pkgs+=("python${PYVER}-venv")
 # Triton's Python-backend stub links libpython dynamically; Debian's python3 is static.
 if ! "$PYTHON" - <<'PY' 2>/dev/null

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.registry import oci_registry  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL = "reference_lm"
