@@ -66,10 +66,25 @@ def get_provider_info() -> dict:
                     "placeholders": {"port": "9090", "schema": "http"},
                 },
             },
+            {
+                "connection-type": "oci_registry",
+                "hook-class-name": "llm_release_airflow.hooks.oci_registry.OciRegistryHook",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema"],
+                    "relabeling": {"host": "Registry host", "login": "User", "password": "Password or token"},
+                    "placeholders": {"host": "registry.example.com", "port": "443"},
+                },
+                "conn-fields": {
+                    "namespace": {"label": "Namespace", "description": "Repository namespace for engines",
+                                  "schema": {"type": ["string", "null"], "default": "llm-release"}},
+                    "insecure": {"label": "Plain HTTP", "schema": {"type": ["boolean", "null"], "default": False}},
+                },
+            },
         ],
         "hooks": [{"integration-name": "LLM Release", "python-modules": [
             "llm_release_airflow.hooks.triton", "llm_release_airflow.hooks.gateway", "llm_release_airflow.hooks.prometheus",
-            "llm_release_airflow.hooks.artifactory"]}],
-        "operators": [{"integration-name": "LLM Release", "python-modules": ["llm_release_airflow.operators.triton_load"]}],
+            "llm_release_airflow.hooks.artifactory", "llm_release_airflow.hooks.oci_registry"]}],
+        "operators": [{"integration-name": "LLM Release", "python-modules": [
+            "llm_release_airflow.operators.triton_load", "llm_release_airflow.operators.artifacts"]}],
         "plugins": [{"name": "llm_release", "plugin-class": "llm_release_airflow.plugins.llm_release_plugin.LLMReleasePlugin"}],
     }

@@ -1,7 +1,7 @@
 """Build the core's artifact store for a source spec from Airflow connections.
 
 s3 goes through the amazon provider's S3Hook (its credentials, region and endpoint), artifactory
-through ArtifactoryHook, oci through a connection holding the registry address and login.
+through ArtifactoryHook, oci through OciRegistryHook.
 """
 
 from __future__ import annotations
@@ -22,12 +22,6 @@ def store_for_source(source):
         from llm_release_airflow.hooks.artifactory import ArtifactoryHook
 
         return ArtifactoryHook(artifactory_conn_id=spec.conn_id).get_store(prefix=spec.prefix or None)
-    from airflow.sdk import BaseHook
+    from llm_release_airflow.hooks.oci_registry import OciRegistryHook
 
-    from llm_release.artifacts.stores.oci import OciStore
-
-    conn = BaseHook.get_connection(spec.conn_id)
-    extra = conn.extra_dejson or {}
-    registry = conn.host if not conn.port else f"{conn.host}:{conn.port}"
-    return OciStore(registry, namespace=spec.prefix or "llm-release", insecure=bool(extra.get("insecure", False)),
-                    username=conn.login or None, password=conn.password or None)
+    return OciRegistryHook(oci_conn_id=spec.conn_id).get_store(namespace=spec.prefix or None)

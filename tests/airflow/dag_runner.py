@@ -39,9 +39,23 @@ def run(dags_folder: str, dag_id: str, conf: dict) -> dict:
     return {"state": str(dr.state), "tasks": {k: str(v) for k, v in tis.items()}, "xcoms": xcoms}
 
 
+def run_operator(classpath: str, kwargs: dict) -> dict:
+    """Execute one operator outside a DAG, as a worker would, and return its result."""
+    import importlib
+
+    module, _, name = classpath.rpartition(".")
+    operator = getattr(importlib.import_module(module), name)(task_id="under_test", **kwargs)
+    try:
+        return {"result": operator.execute({"run_id": "manual__test"})}
+    except Exception as exc:  # noqa: BLE001 - reported to the test as data
+        return {"error": type(exc).__name__, "message": str(exc)}
+
+
 if __name__ == "__main__":
     mode, folder = sys.argv[1], sys.argv[2]
-    if mode == "parse":
+    if mode == "operator":
+        out = run_operator(folder, json.loads(sys.argv[3]))
+    elif mode == "parse":
         out = parse(folder)
     else:
         out = run(folder, sys.argv[3], json.loads(sys.argv[4]))

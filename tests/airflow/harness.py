@@ -48,3 +48,7 @@ def dag_test(env: dict[str, str], dag_id: str, conf: dict) -> dict:
 
 def parse_dags(env: dict[str, str]) -> dict:
     return run_runner(env, "parse", str(DAGS))
+
+
+def run_operator(env: dict[str, str], classpath: str, **kwargs) -> dict:
+    return run_runner(env, "operator", classpath, json.dumps(kwargs))

@@ -27,7 +27,7 @@ def test_every_connection_type_names_a_hook_with_the_same_conn_type(tmp_path):
     rows = json.loads(result.stdout.strip().splitlines()[-1])
     assert ["plugin", "llm_release"] in rows
     hooks = [r for r in rows if r[0] != "plugin"]
-    assert {r[0] for r in hooks} == {"triton", "llm_gateway", "prometheus", "artifactory"}
+    assert {r[0] for r in hooks} == {"triton", "llm_gateway", "prometheus", "artifactory", "oci_registry"}
     for declared, actual, default_conn, attr in hooks:
         assert declared == actual
         assert default_conn.endswith("_default") and attr.endswith("_conn_id")
