@@ -97,6 +97,50 @@ def cmd_engine_install(args) -> int:
     return 0
 
 
+def _store(args):
+    from llm_release.artifacts.sources import store_from_options
+
+    return store_from_options(args.store, bucket=args.bucket, prefix=args.prefix, url=args.url, repo=args.repo,
+                              registry=args.registry, insecure=args.insecure, endpoint_url=args.endpoint_url)
+
+
+def cmd_publish(args) -> int:
+    from llm_release.artifacts.publish import publish_engine
+
+    result = publish_engine(Path(args.engine), _store(args))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else
+          f"{'published' if result.uploaded else 'already published'}: {result.model} v{result.version} "
+          f"{result.manifest_digest} on {result.store}")
+    return 0
+
+
+def cmd_sync(args) -> int:
+    from llm_release.artifacts.sync import SyncOptions, run_sync
+    from llm_release.triton_control import TritonControl
+
+    options = SyncOptions(models=tuple(args.model) or None, version=args.version, keep_latest=args.keep_latest,
+                          dry_run=args.dry_run)
+    triton = TritonControl(args.triton_url, model_repository=args.repo_dir) if args.triton_url else None
+    report = run_sync(_store(args), Path(args.repo_dir), options, triton=triton)
+    doc = report.to_dict()
+    if args.report:
+        Path(args.report).write_text(json.dumps(doc, indent=2))
+    print(json.dumps(doc, indent=2) if args.json else report.summary())
+    return 1 if report.failed else 0
+
+
+def _store_options(p) -> None:
+    p.add_argument("--store", choices=("s3", "artifactory", "oci"), default="s3")
+    p.add_argument("--bucket", help="S3 bucket")
+    p.add_argument("--prefix", default="", help="path prefix (S3, Artifactory) or namespace (OCI)")
+    p.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    p.add_argument("--url", help="Artifactory URL, e.g. https://artifactory.example.com/artifactory")
+    p.add_argument("--repo", help="Artifactory generic repository key")
+    p.add_argument("--registry", help="OCI registry host:port")
+    p.add_argument("--insecure", action="store_true", help="OCI registry over plain HTTP")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def cmd_rehearse(args) -> int:
     from llm_release.rehearsal import RehearsalConfig, format_summary, run_rehearsal
     from llm_release.stack.local import default_state_dir
@@ -152,6 +196,22 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--model")
     i.add_argument("--version", type=int)
     i.set_defaults(func=cmd_engine_install)
+
+    pub = sub.add_parser("publish", help="publish a built engine once, immutably (credentials from the environment)")
+    pub.add_argument("--engine", required=True, help="engine directory with metadata.json")
+    _store_options(pub)
+    pub.set_defaults(func=cmd_publish)
+
+    syn = sub.add_parser("sync", help="bring a model repository up to date from a store")
+    syn.add_argument("--repo-dir", required=True, help="the model repository (Triton's PVC)")
+    syn.add_argument("--triton-url", help="load new versions in this Triton (HTTP URL)")
+    syn.add_argument("--model", action="append", default=[], help="only this model (repeatable)")
+    syn.add_argument("--version", type=int, help="only this version")
+    syn.add_argument("--keep-latest", type=int, default=3, help="retention: newest published versions per model")
+    syn.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")
+    syn.add_argument("--report", help="also write the report as JSON to this file")
+    _store_options(syn)
+    syn.set_defaults(func=cmd_sync)
 
     r = sub.add_parser("rehearse", help="run the local release rehearsal end to end")
     r.add_argument("--state-dir")

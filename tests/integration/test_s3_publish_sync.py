@@ -168,3 +168,30 @@ def test_a_non_numeric_version_is_refused_by_name(store, s3_client, tmp_path):
     assert any("'v2'" in r for r in listing.rejected)
     report = run_sync(store, tmp_path / "repo")
     assert report.rejected == listing.rejected
+
+
+def test_cli_publishes_and_syncs_with_credentials_from_the_environment(store, build, tmp_path, stack):
+    import os
+    import subprocess
+    import sys
+
+    conn = json.loads(open(stack["connections"]["json"]).read())["llm_artifacts_s3"]
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=conn["login"], AWS_SECRET_ACCESS_KEY=conn["password"],
+               AWS_DEFAULT_REGION=conn["extra"]["region_name"], AWS_ENDPOINT_URL=conn["extra"]["endpoint_url"])
+    common = ["--bucket", store.bucket, "--prefix", "engines"]
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "llm_release.cli", *args, *common], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    out = cli("publish", "--engine", str(build("m", 1)), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["uploaded"] is True
+    assert conn["password"] not in out.stdout + out.stderr
+    dry = cli("sync", "--repo-dir", str(tmp_path / "repo"), "--dry-run")
+    assert dry.returncode == 0 and "would install 1" in dry.stdout
+    assert not (tmp_path / "repo" / "m" / "1").exists()
+    real = cli("sync", "--repo-dir", str(tmp_path / "repo"), "--json")
+    assert real.returncode == 0, real.stderr
+    assert [a["kind"] for a in json.loads(real.stdout)["actions"]] == ["install"]
+    assert installed_versions(tmp_path / "repo", "m") == [1]
