@@ -1,7 +1,9 @@
 """Hourly: bring every region's model repository up to date from its artifact source.
 
-One mapped task per region (each its own model repository, Triton and source connection, as
-in "build once, upload once, every region syncs from it"). Regions come from the Airflow
+Mapped over regions and models: one planning task per region (each its own model repository,
+Triton and source connection, as in "build once, upload once, every region syncs from it")
+lists its source once and names the models with something to do; one sync task per (region,
+model) then installs, prunes and loads, so a failing model retries alone. Regions come from the Airflow
 Variable `llm_release_sync_targets` (JSON list; see llm_release.artifacts.targets). Trigger
 with a config to sync one model, one version, or to dry-run: {"model": "llama", "version": 42,
 "dry_run": true}. A no-op sync downloads nothing.
@@ -12,7 +14,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from llm_release_airflow.operators.artifacts import ArtifactSyncOperator
+from llm_release_airflow.operators.artifacts import ArtifactSyncOperator, ArtifactSyncPlanOperator
 
 TARGETS_VARIABLE = "llm_release_sync_targets"
 
@@ -56,12 +58,24 @@ with DAG(
             targets = [t for t in targets if t["region"] in wanted]
         return targets
 
-    ArtifactSyncOperator.partial(
-        task_id="sync_region",
+    plans = ArtifactSyncPlanOperator.partial(
+        task_id="plan_region",
         model="{{ params.model }}",
         version="{{ params.version }}",
         dry_run="{{ params.dry_run }}",
         keep_latest="{{ params.keep_latest }}",
         retries=2,
-        max_active_tis_per_dagrun=4,
     ).expand(target=sync_targets())
+
+    @task
+    def models_to_sync(plans) -> list[dict]:
+        """One entry per (region, model) with work, across all regions."""
+        return [item for plan in plans for item in plan["work"]]
+
+    ArtifactSyncOperator.partial(
+        task_id="sync_model",
+        version="{{ params.version }}",
+        keep_latest="{{ params.keep_latest }}",
+        retries=2,
+        max_active_tis_per_dagrun=4,
+    ).expand_kwargs(models_to_sync(plans.output))

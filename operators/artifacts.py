@@ -35,16 +35,46 @@ class PublishOperator(BaseOperator):
         return result.to_dict()
 
 
-class ArtifactSyncOperator(BaseOperator):
-    """Bring one region's model repository up to date from its source, then load what is new.
+def _sync_options(model, version, dry_run, keep_latest):
+    from llm_release.artifacts.sync import SyncOptions
+    from llm_release.versions import parse_version
 
-    :param target: {"region", "model_repository", "triton_conn_id", "source": {...}} (see
-        llm_release.artifacts.targets).
-    :param model: only this model (None: every published model).
-    :param version: only this version.
-    :param dry_run: report what would change, change nothing.
-    :param keep_latest: retention: the newest N published versions per model.
-    :param report_dir: where to write the sync report as JSON (a file a person can open).
+    return SyncOptions(
+        models=(model,) if model not in (None, "", "None") else None,
+        version=parse_version(version) if version not in (None, "", "None") else None,
+        dry_run=str(dry_run).lower() in ("true", "1", "yes"),
+        keep_latest=int(keep_latest),
+    )
+
+
+class _RegionOperator(BaseOperator):
+    """Shared by the plan and sync operators: one region's target, store and Triton."""
+
+    def _region(self):
+        from llm_release.artifacts.targets import parse_targets
+        from llm_release_airflow.hooks.artifact_store import store_for_source
+        from llm_release_airflow.hooks.triton import TritonHook
+
+        (target,) = parse_targets([self.target])
+        store = store_for_source(target.source)
+        triton = TritonHook(triton_conn_id=target.triton_conn_id).get_conn() if target.triton_conn_id else None
+        return target, store, triton
+
+    def _write_report(self, doc: dict, name: str) -> None:
+        if not self.report_dir:
+            return
+        out = Path(self.report_dir) / name.replace(":", "_")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=2))
+        self.log.info("Sync report written to %s", out)
+
+
+class ArtifactSyncPlanOperator(_RegionOperator):
+    """List one region's source once and say which models need a sync task.
+
+    Returns {"region", "report" (the plan, as a dry run), "work": [{"target", "model",
+    "listing"}]}: the listing travels with the work, so per-model tasks do not list again. In a
+    dry run the work list is empty: the plan is the result.
     """
 
     template_fields: Sequence[str] = ("target", "model", "version", "dry_run", "keep_latest")
@@ -61,29 +91,64 @@ class ArtifactSyncOperator(BaseOperator):
         self.report_dir = report_dir
 
     def execute(self, context) -> dict:
-        from llm_release.artifacts.sync import SyncOptions, raise_for_report, run_sync
-        from llm_release.artifacts.targets import parse_targets
-        from llm_release.versions import parse_version
-        from llm_release_airflow.hooks.artifact_store import store_for_source
-        from llm_release_airflow.hooks.triton import TritonHook
+        from dataclasses import replace
 
-        (target,) = parse_targets([self.target])
-        options = SyncOptions(
-            models=(self.model,) if self.model else None,
-            version=parse_version(self.version) if self.version not in (None, "", "None") else None,
-            dry_run=str(self.dry_run).lower() in ("true", "1", "yes"),
-            keep_latest=int(self.keep_latest),
-        )
-        store = store_for_source(target.source)
-        triton = TritonHook(triton_conn_id=target.triton_conn_id).get_conn() if target.triton_conn_id else None
-        self.log.info("Region %s: syncing %s into %s (%s)", target.region, store.describe(), target.model_repository,
+        from llm_release.artifacts.sync import models_with_work, run_sync
+
+        options = _sync_options(self.model, self.version, self.dry_run, self.keep_latest)
+        target, store, triton = self._region()
+        listing = store.list_published()
+        plan = run_sync(store, target.model_repository, replace(options, dry_run=True), triton=triton,
+                        listing=listing, log=self.log)
+        models = [] if options.dry_run else models_with_work(plan)
+        self.log.info("Region %s: %d model(s) to sync%s", target.region, len(models),
+                      f": {', '.join(models)}" if models else "")
+        doc = plan.to_dict() | {"region": target.region}
+        self._write_report(doc, f"plan-{target.region}-{context['run_id']}.json")
+        return {"region": target.region, "report": doc,
+                "work": [{"target": target.to_dict(), "model": m, "listing": listing.only([m]).to_dict()}
+                         for m in models]}
+
+
+class ArtifactSyncOperator(_RegionOperator):
+    """Bring one region's model repository up to date from its source, then load what is new.
+
+    :param target: {"region", "model_repository", "triton_conn_id", "source": {...}} (see
+        llm_release.artifacts.targets).
+    :param model: only this model (None: every published model).
+    :param listing: the source's listing from a planning task (None: list the source here).
+    :param version: only this version.
+    :param dry_run: report what would change, change nothing.
+    :param keep_latest: retention: the newest N published versions per model.
+    :param report_dir: where to write the sync report as JSON (a file a person can open).
+    """
+
+    template_fields: Sequence[str] = ("target", "model", "version", "dry_run", "keep_latest")
+    ui_color = "#f0c36d"
+
+    def __init__(self, *, target, model=None, listing: dict | None = None, version=None, dry_run=False,
+                 keep_latest=3, report_dir: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.target = target
+        self.model = model
+        self.listing = listing
+        self.version = version
+        self.dry_run = dry_run
+        self.keep_latest = keep_latest
+        self.report_dir = report_dir
+
+    def execute(self, context) -> dict:
+        from llm_release.artifacts.stores.base import Listing
+        from llm_release.artifacts.sync import raise_for_report, run_sync
+
+        options = _sync_options(self.model, self.version, self.dry_run, self.keep_latest)
+        target, store, triton = self._region()
+        self.log.info("Region %s: syncing %s%s into %s (%s)", target.region, store.describe(),
+                      f" model {self.model}" if self.model else "", target.model_repository,
                       "dry run" if options.dry_run else "for real")
-        report = run_sync(store, target.model_repository, options, triton=triton, log=self.log)
+        listing = Listing.from_dict(self.listing) if self.listing else None
+        report = run_sync(store, target.model_repository, options, triton=triton, listing=listing, log=self.log)
         doc = report.to_dict() | {"region": target.region}
-        if self.report_dir:
-            out = Path(self.report_dir) / f"sync-{target.region}-{context['run_id']}.json".replace(":", "_")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(doc, indent=2))
-            self.log.info("Sync report written to %s", out)
+        self._write_report(doc, f"sync-{target.region}-{self.model or 'all'}-{context['run_id']}.json")
         raise_for_report(report)
         return doc

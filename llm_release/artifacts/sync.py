@@ -217,12 +217,17 @@ def install_from_store(store: ArtifactStore, repo_root: Path, remote: RemoteVers
 
 
 def run_sync(store: ArtifactStore, repo_root, options: SyncOptions = SyncOptions(), *,
-             triton=None, log: logging.Logger = LOG) -> SyncReport:
+             triton=None, listing: Listing | None = None, log: logging.Logger = LOG) -> SyncReport:
     """Plan, then (unless dry run) install, prune and load. Failures of one version do not stop
-    the others; the report says what failed and `report.failed` tells the caller to fail."""
+    the others; the report says what failed and `report.failed` tells the caller to fail.
+
+    `listing` lets a caller that already listed the source (a planning task) pass it on, so the
+    source is listed once per run however many tasks share the work.
+    """
     started = time.monotonic()
     repo_root = Path(repo_root)
-    listing = store.list_published()
+    if listing is None:
+        listing = store.list_published()
     for entry in listing.rejected:
         log.warning("refused entry in %s: %s", store.describe(), entry)
     serving = (lambda model: set(triton.ready_versions(model))) if triton is not None else None
@@ -262,6 +267,14 @@ def _load_new_versions(triton, new_versions: dict[str, list[int]], report: SyncR
         except LLMReleaseError as exc:
             report.load_errors[model] = str(exc)
             log.error("loading %s failed: %s", model, exc)
+
+
+NOTHING_TO_DO = (UNCHANGED, SKIP, KEEP)
+
+
+def models_with_work(report: SyncReport) -> list[str]:
+    """Models whose planned actions change something or need attention (conflicts, missing)."""
+    return sorted({a.model for a in report.actions if a.kind not in NOTHING_TO_DO})
 
 
 def raise_for_report(report: SyncReport) -> None:

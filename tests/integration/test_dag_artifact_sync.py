@@ -37,12 +37,16 @@ def test_sync_dag_installs_and_loads_version_3_beside_1_and_2(airflow_env, trito
 
     dry = dag_test(airflow_env, "artifact_sync", {"model": MODEL, "dry_run": True})
     assert dry.get("state") == "success", dry
+    assert [(a["version"], a["kind"]) for a in dry["xcoms"]["plan_region[0]"]["report"]["actions"]] == \
+        [(1, "unchanged"), (2, "unchanged"), (3, "install")]
     assert 3 not in installed_versions(triton.model_repository, MODEL)
 
     result = dag_test(airflow_env, "artifact_sync", {"model": MODEL})
     assert result.get("state") == "success", result
-    installed = [a for a in result["xcoms"]["sync_region[0]"]["actions"] if a["kind"] == "install"]
+    assert result["tasks"]["sync_model"] == "success"
+    installed = [a for a in result["xcoms"]["sync_model[0]"]["actions"] if a["kind"] == "install"]
     assert [a["version"] for a in installed] == [3] and installed[0]["bytes"] > 0
+    assert result["xcoms"]["sync_model[0]"]["listing_requests"] == 0  # the plan's listing was reused
     assert installed_versions(triton.model_repository, MODEL) == [1, 2, 3]
     assert triton.ready_versions(MODEL) == [1, 2, 3]
     for version in (1, 2, 3):
@@ -50,9 +54,10 @@ def test_sync_dag_installs_and_loads_version_3_beside_1_and_2(airflow_env, trito
 
     again = dag_test(airflow_env, "artifact_sync", {"model": MODEL})
     assert again.get("state") == "success", again
-    report = again["xcoms"]["sync_region[0]"]
-    assert report["bytes_downloaded"] == 0 and report["listing_requests"] == 1
-    assert {a["kind"] for a in report["actions"]} == {"unchanged"}
+    plan = again["xcoms"]["plan_region[0]"]
+    assert plan["work"] == [] and again["tasks"]["sync_model"] == "skipped"  # nothing to do: no sync task
+    assert plan["report"]["listing_requests"] == 1 and plan["report"]["bytes_downloaded"] == 0
+    assert {a["kind"] for a in plan["report"]["actions"]} == {"unchanged"}
     triton.load_versions(MODEL, [1, 2])  # what the other tests expect
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +38,21 @@ class Listing:
     versions: dict[tuple[str, int], RemoteVersion] = field(default_factory=dict)
     rejected: list[str] = field(default_factory=list)  # e.g. "models/m/v2/manifest.json: version 'v2' is not numeric"
     requests: int = 0  # HTTP requests the listing took (pages)
+
+    def only(self, models) -> "Listing":
+        """The part of the listing about `models` (handed to per-model tasks instead of re-listing)."""
+        wanted = set(models)
+        return Listing({k: v for k, v in self.versions.items() if k[0] in wanted}, [], 0)
+
+    def to_dict(self) -> dict:
+        return {"versions": [asdict(v) for v in self.versions.values()], "rejected": list(self.rejected),
+                "requests": self.requests}
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "Listing":
+        versions = [RemoteVersion(**v) for v in doc.get("versions", [])]
+        return cls({(v.model, v.version): v for v in versions}, list(doc.get("rejected", [])),
+                   int(doc.get("requests", 0)))
 
 
 def parse_manifest_key(relative: str) -> tuple[str, int] | str:
