@@ -50,6 +50,19 @@ def _sync_options(model, version, dry_run, keep_latest):
 class _RegionOperator(BaseOperator):
     """Shared by the plan and sync operators: one region's target, store and Triton."""
 
+    template_fields: Sequence[str] = ("target", "model", "version", "dry_run", "keep_latest")
+    ui_color = "#f0c36d"
+
+    def __init__(self, *, target, model=None, version=None, dry_run=False, keep_latest=3,
+                 report_dir: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.target = target
+        self.model = model
+        self.version = version
+        self.dry_run = dry_run
+        self.keep_latest = keep_latest
+        self.report_dir = report_dir
+
     def _region(self):
         from llm_release.artifacts.targets import parse_targets
         from llm_release_airflow.hooks.artifact_store import store_for_source
@@ -76,19 +89,6 @@ class ArtifactSyncPlanOperator(_RegionOperator):
     "listing"}]}: the listing travels with the work, so per-model tasks do not list again. In a
     dry run the work list is empty: the plan is the result.
     """
-
-    template_fields: Sequence[str] = ("target", "model", "version", "dry_run", "keep_latest")
-    ui_color = "#f0c36d"
-
-    def __init__(self, *, target, model=None, version=None, dry_run=False, keep_latest=3,
-                 report_dir: str | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.target = target
-        self.model = model
-        self.version = version
-        self.dry_run = dry_run
-        self.keep_latest = keep_latest
-        self.report_dir = report_dir
 
     def execute(self, context) -> dict:
         from dataclasses import replace
@@ -123,19 +123,9 @@ class ArtifactSyncOperator(_RegionOperator):
     :param report_dir: where to write the sync report as JSON (a file a person can open).
     """
 
-    template_fields: Sequence[str] = ("target", "model", "version", "dry_run", "keep_latest")
-    ui_color = "#f0c36d"
-
-    def __init__(self, *, target, model=None, listing: dict | None = None, version=None, dry_run=False,
-                 keep_latest=3, report_dir: str | None = None, **kwargs):
+    def __init__(self, *, listing: dict | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.target = target
-        self.model = model
         self.listing = listing
-        self.version = version
-        self.dry_run = dry_run
-        self.keep_latest = keep_latest
-        self.report_dir = report_dir
 
     def execute(self, context) -> dict:
         from llm_release.artifacts.stores.base import Listing

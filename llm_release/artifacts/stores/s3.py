@@ -22,6 +22,19 @@ MULTIPART_CHUNK = 64 * 1024 * 1024
 _AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "403", "401"}
 
 
+def _byte_counter(total: int, progress: ProgressFn | None):
+    """boto3 reports increments; our progress callbacks take (done, total)."""
+    done = 0
+
+    def callback(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+
+    return callback
+
+
 def _s3_metadata(properties: dict[str, str]) -> dict[str, str]:
     # S3 user metadata keys are lower-case ASCII; values must be ASCII.
     return {k.lower().replace("_", "-"): str(v) for k, v in properties.items()}
@@ -109,15 +122,8 @@ class S3Store(ArtifactStore):
         key = self._key(model, version, ARCHIVE_FILE)
         try:
             total = self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
-            done = 0
-
-            def callback(n: int) -> None:
-                nonlocal done
-                done += n
-                if progress:
-                    progress(done, total)
-
-            self.client.download_file(self.bucket, key, str(dest), Callback=callback, Config=self._transfer_config())
+            self.client.download_file(self.bucket, key, str(dest), Callback=_byte_counter(total, progress),
+                                      Config=self._transfer_config())
         except ClientError as exc:
             self._fail(exc, f"downloading {model} v{version}")
         return Path(dest).stat().st_size
@@ -127,15 +133,7 @@ class S3Store(ArtifactStore):
                        properties: dict[str, str], progress: ProgressFn | None = None) -> None:
         from botocore.exceptions import ClientError
 
-        total = Path(source).stat().st_size
-        done = 0
-
-        def callback(n: int) -> None:
-            nonlocal done
-            done += n
-            if progress:
-                progress(done, total)
-
+        callback = _byte_counter(Path(source).stat().st_size, progress)
         metadata = _s3_metadata({**properties, "archive_sha256": sha256})
         try:
             self.client.upload_file(str(source), self.bucket, self._key(model, version, ARCHIVE_FILE),
