@@ -257,3 +257,21 @@ def test_the_airflow_connection_gives_a_store_that_reaches_artifactory(double, s
     described, versions = json.loads(result.stdout.strip().splitlines()[-1])
     assert described == f"artifactory {double.base_url}/{double.repo}/{PREFIX}"
     assert versions == [f"{MODEL}/{VERSION}"]
+
+
+def test_sync_from_artifactory_installs_once_then_moves_nothing(double, store, engine, tmp_path):
+    from llm_release.artifacts.publish import publish_engine
+    from llm_release.artifacts.sync import SyncOptions, run_sync
+    from llm_release.model_repo import installed_versions
+
+    assert publish_engine(engine["dir"], store).uploaded
+    meta = engine["manifest"].metadata
+    repo = tmp_path / "repo"
+    first = run_sync(store, repo, SyncOptions())
+    assert [(a.version, a.kind) for a in first.actions] == [(meta.version, "install")]
+    assert installed_versions(repo, meta.model) == [meta.version]
+    gets_before = double.count("GET")
+    second = run_sync(store, repo, SyncOptions())
+    assert [a.kind for a in second.actions] == ["unchanged"]
+    assert second.bytes_downloaded == 0
+    assert double.count("GET") - gets_before == 1  # the one listing
