@@ -22,8 +22,7 @@ from llm_release.engine.builder import build_engine  # noqa: E402
 from llm_release.engine.checkpoint import make_reference_checkpoint  # noqa: E402
 from llm_release.engine.runtime import ReferenceLM  # noqa: E402
 from llm_release.model_repo import install_version  # noqa: E402
-from llm_release.routing.envoy import EnvoyRouter  # noqa: E402
-from llm_release.stack.local import LocalStack  # noqa: E402
+from llm_release.stack.local import LocalStack, gateway_router  # noqa: E402
 from llm_release.triton_control import TritonControl  # noqa: E402
 
 MODEL = "bench_lm"
@@ -74,8 +73,7 @@ def main() -> None:
             triton = TritonControl(state["components"]["triton"]["url"], model_repository=state["model_repository"])
             triton.load_versions(MODEL, list(range(1, len(PRECISIONS) + 1)))
             envoy = state["components"]["envoy"]
-            EnvoyRouter(envoy["xds_dir"], envoy["admin_url"], ("127.0.0.1", state["ports"]["triton_http"])).set_weights(
-                MODEL, {1: 100})
+            gateway_router(state).set_weights(MODEL, {1: 100})
             for version, precision in enumerate(PRECISIONS, start=1):
                 local = in_process(work / precision, args.tokens, args.repeats)
                 single = served(envoy["url"], version, args.tokens, args.repeats, 1)

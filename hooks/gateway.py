@@ -38,8 +38,12 @@ class GatewayHook(BaseHook):
         kind = extra.get("router", "envoy")
         if kind != "envoy":
             raise SpecError("router", f"{kind!r} is not a known router", "use envoy")
+        shadow = ((extra.get("shadow_host", "127.0.0.1"), int(extra["shadow_port"]))
+                  if extra.get("shadow_port") else None)
+        backends = {int(v): (h, int(p)) for v, (h, p) in (extra.get("backends") or {}).items()}
         return EnvoyRouter(extra["xds_dir"], extra["admin_url"],
-                           (extra.get("upstream_host", "127.0.0.1"), int(extra["upstream_port"])))
+                           (extra.get("upstream_host", "127.0.0.1"), int(extra["upstream_port"])),
+                           topology=extra.get("topology", "versions"), backends=backends, shadow_listener=shadow)
 
     def get_conn(self):
         return self.router

@@ -17,8 +17,7 @@ from typing import Callable
 
 from llm_release.loadgen import send_generate_requests
 from llm_release.metrics.prometheus import PrometheusClient
-from llm_release.routing.envoy import EnvoyRouter
-from llm_release.stack.local import LocalStack
+from llm_release.stack.local import LocalStack, gateway_router
 from llm_release.stats import binomial_interval
 from llm_release.triton_control import TritonControl
 
@@ -90,8 +89,7 @@ def run_rehearsal(cfg: RehearsalConfig, log: Callable[[str], None] = print) -> d
 
         stable, canary = versions[0], versions[-1]
         weights = {stable: 100 - cfg.canary_weight, canary: cfg.canary_weight}
-        router = EnvoyRouter(comps["envoy"]["xds_dir"], comps["envoy"]["admin_url"],
-                             ("127.0.0.1", state["ports"]["triton_http"]))
+        router = gateway_router(state)
         step(f"route {weights} on the gateway", lambda: router.set_weights(cfg.model, weights))
         url = f"{comps['envoy']['url']}/v2/models/{cfg.model}/generate"
         load = step(f"send {cfg.requests} requests through the gateway",

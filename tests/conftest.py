@@ -75,10 +75,9 @@ def loaded(triton, engines):
 
 @pytest.fixture(scope="session")
 def router(stack):
-    from llm_release.routing.envoy import EnvoyRouter
+    from llm_release.stack.local import gateway_router
 
-    envoy = stack["components"]["envoy"]
-    return EnvoyRouter(envoy["xds_dir"], envoy["admin_url"], ("127.0.0.1", stack["ports"]["triton_http"]))
+    return gateway_router(stack["state"])
 
 
 @pytest.fixture()

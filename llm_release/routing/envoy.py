@@ -1,15 +1,32 @@
-"""Weighted routing between Triton model versions on an Envoy we run ourselves.
+"""Traffic routing between Triton model versions on an Envoy we run ourselves.
 
 Envoy reads its clusters (CDS) and routes (RDS) from files in a watched directory; writing a
 new file and renaming it into place changes routing live, with no restart and no dropped
-connection. Each version gets its own cluster (`<model>_v<N>`), even when one Triton serves
-all versions, so the gateway counts responses per version: Triton's own failure counter
-misses errors the backend returns in a response.
+connection. After each change the router reads Envoy's admin API back and verifies that what
+Envoy serves is exactly what was asked.
+
+Per model, in order: pinned routes (`/v2/models/<m>/versions/<n>/...` always reaches n), header
+routes (A/B: `x-experiment: B` -> a version), then the weighted split of everything else.
+Each version has its own cluster `<model>_v<N>` (even when one Triton serves all versions),
+so the gateway counts responses per version: Triton's own failure counter misses errors the
+backend returns in a response.
 
 How a split works: Envoy draws one random number per request and evaluates every route's
-`runtime_fraction` against that same number, so route i (fraction = cumulative weight up to
-i) catches exactly weight i percent of requests. Requests that name a version explicitly
-(`/v2/models/<m>/versions/<n>/...`) go to that version and take no part in the split.
+`runtime_fraction` against that same number, so the routes carry *cumulative* fractions
+(70, 90, rest for 70/20/10).
+
+Topologies:
+- `versions` (several versions in one Triton): routes rewrite the path to
+  `/v2/models/<m>/versions/<n>/...`;
+- `model_per_release` (TensorRT-LLM: one engine per model, so a release is a model name such
+  as `<m>_r42`): routes rewrite the model name to `<m>_r<n>`;
+- `deployment_per_version` (one Triton per version): clusters point at each version's own
+  backend and paths are left alone.
+
+Shadow (mirror): Envoy sends the copy with the *primary's* rewritten path, so in the shared
+Triton topologies the copy goes to an internal "shadow" listener of the same Envoy, addressed by
+host `<model>.v<N>.shadow`, which rewrites it for version N. Copies are counted on their own
+clusters (`<model>_v<N>_shadow`); their answers are discarded by Envoy.
 """
 
 from __future__ import annotations
@@ -17,128 +34,120 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
 from llm_release.errors import RoutingError, SpecError
 from llm_release.fsutil import write_atomically
+from llm_release.routing.base import TrafficRouter
+from llm_release.routing.state import RoutingState
 
 ROUTE_CONFIG_NAME = "llm_gateway"
+SHADOW_ROUTE_CONFIG_NAME = "llm_shadow"
 PASSTHROUGH_CLUSTER = "triton"
+SHADOW_CLUSTER = "shadow_listener"
+TOPOLOGIES = ("versions", "model_per_release", "deployment_per_version")
 _ENDPOINTS = "infer|generate|generate_stream"
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-@dataclass
-class ModelRoute:
-    """Desired routing of one model: version -> percent of unpinned traffic."""
-
-    weights: dict[int, int]
-    versions: set[int] = field(default_factory=set)  # every version with a pinned route
+def cluster_name(model: str, version: int, *, shadow: bool = False) -> str:
+    return f"{model}_v{version}" + ("_shadow" if shadow else "")
 
 
-def validate_weights(model: str, weights: dict[int, int]) -> dict[int, int]:
-    """Integers, each 0..100, summing to 100; versions positive integers."""
-    if not _MODEL_NAME.match(model or ""):
-        raise SpecError("model", f"{model!r} is not a valid Triton model name", "use letters, digits, _ . -")
-    if not weights:
-        raise SpecError("weights", "no versions given", "give at least one version with weight 100")
-    clean: dict[int, int] = {}
-    for version, weight in weights.items():
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise SpecError("weights", f"version {version!r} is not a positive integer", "use Triton version numbers")
-        if isinstance(weight, bool) or not isinstance(weight, int):
-            raise SpecError(f"weights[{version}]", f"{weight!r} is not an integer percent", "use integers 0..100")
-        if not 0 <= weight <= 100:
-            raise SpecError(f"weights[{version}]", f"{weight} is outside 0..100", "use integers 0..100")
-        clean[version] = weight
-    total = sum(clean.values())
-    if total != 100:
-        raise SpecError("weights", f"weights sum to {total}, not 100", "make the percentages add up to exactly 100")
-    return clean
+def shadow_host(model: str, version: int) -> str:
+    return f"{model}.v{version}.shadow"
 
 
-def cluster_name(model: str, version: int) -> str:
-    return f"{model}_v{version}"
+class EnvoyRouter(TrafficRouter):
+    """Routes for models on one Envoy, written as xDS files and verified on the admin API.
 
+    :param upstream: (host, port) of the Triton that serves every version (shared topologies).
+    :param backends: version -> (host, port), for `deployment_per_version`.
+    :param shadow_listener: (host, port) of this Envoy's internal shadow listener.
+    """
 
-class EnvoyRouter:
-    """Routes for models on one Envoy, written as xDS files and verified on the admin API."""
+    kind = "envoy"
 
-    def __init__(self, xds_dir: Path, admin_url: str, upstream: tuple[str, int], *, timeout_s: float = 10.0):
+    def __init__(self, xds_dir: Path, admin_url: str, upstream: tuple[str, int], *, topology: str = "versions",
+                 backends: dict[int, tuple[str, int]] | None = None, shadow_listener: tuple[str, int] | None = None,
+                 timeout_s: float = 10.0):
+        if topology not in TOPOLOGIES:
+            raise SpecError("topology", f"{topology!r} is not a known topology", f"use one of {', '.join(TOPOLOGIES)}")
         self.xds_dir = Path(xds_dir)
         self.admin_url = admin_url.rstrip("/")
         self.upstream = upstream
+        self.topology = topology
+        self.backends = backends or {}
+        self.shadow_listener = shadow_listener
         self.timeout_s = timeout_s
         self._state_file = self.xds_dir / "routing-state.json"
 
-    # -- desired state -----------------------------------------------------------------
-    def _load_state(self) -> dict[str, ModelRoute]:
+    # -- desired state (ours) -------------------------------------------------------------
+    def _load(self) -> dict[str, dict]:
         if not self._state_file.exists():
             return {}
-        raw = json.loads(self._state_file.read_text())
-        return {
-            m: ModelRoute(weights={int(v): w for v, w in r["weights"].items()}, versions=set(r["versions"]))
-            for m, r in raw["models"].items()
-        }
+        return json.loads(self._state_file.read_text())["models"]
 
-    def _state_json(self, state: dict[str, ModelRoute], generation: int) -> dict:
-        return {
-            "generation": generation,
-            "models": {
-                m: {"weights": {str(v): w for v, w in sorted(r.weights.items())}, "versions": sorted(r.versions)}
-                for m, r in sorted(state.items())
-            },
-        }
+    # -- TrafficRouter --------------------------------------------------------------------
+    def get_state(self, model: str) -> RoutingState | None:
+        """Parsed from the routes Envoy serves now, not from our files."""
+        return parse_model_state(model, self._route_config_dump())
 
-    def get_weights(self, model: str) -> dict[int, int]:
-        """The split Envoy is serving now for `model` (read back from Envoy, not from our file)."""
-        dump = self._route_config_dump()
-        weights: dict[int, int] = {}
-        previous = 0
-        for route in dump.get("virtual_hosts", [{}])[0].get("routes", []):
-            meta = route.get("metadata", {}).get("filter_metadata", {}).get("llm_release", {})
-            if meta.get("model") != model or meta.get("kind") != "split":
-                continue
-            fraction = route["match"].get("runtime_fraction", {}).get("default_value", {}).get("numerator")
-            cumulative = 100 if fraction is None else int(fraction)
-            weights[int(meta["version"])] = cumulative - previous
-            previous = cumulative
-        return weights
-
-    # -- changes ---------------------------------------------------------------------------
-    def set_weights(self, model: str, weights: dict[int, int]) -> dict[int, int]:
-        """Send `weights` percent of `model`'s unversioned requests to each version; verify."""
-        weights = validate_weights(model, weights)
-        state = self._load_state()
-        route = state.get(model, ModelRoute(weights={}))
-        route.weights = {v: w for v, w in weights.items() if w > 0}
-        route.versions |= set(weights)
-        state[model] = route
-        self._apply(state)
-        applied = self.get_weights(model)
-        if applied != route.weights:
-            raise RoutingError(f"Envoy serves {applied} for {model}, expected {route.weights}")
+    def apply(self, state: RoutingState) -> RoutingState:
+        if state.mirror_percent and self.topology != "deployment_per_version" and not self.shadow_listener:
+            raise SpecError("mirror_version", "this gateway has no shadow listener configured",
+                            "set shadow_listener (the local stack provides one)")
+        missing = [v for v in sorted(_all_versions(state)) if self.topology == "deployment_per_version"
+                   and v not in self.backends]
+        if missing:
+            raise SpecError("backends", f"no backend for versions {missing}", "give host:port for each version")
+        models = self._load()
+        entry = models.get(state.model, {"versions": []})
+        entry["versions"] = sorted(set(entry["versions"]) | _all_versions(state))
+        entry["state"] = state.to_dict()
+        models[state.model] = entry
+        self._write(models)
+        applied = self.get_state(state.model)
+        if applied != state:
+            raise RoutingError(f"Envoy serves {applied.to_dict() if applied else None} for {state.model}, "
+                               f"expected {state.to_dict()}")
         return applied
 
-    def _apply(self, state: dict[str, ModelRoute]) -> None:
-        generation = int(time.time() * 1000)
-        clusters = [PASSTHROUGH_CLUSTER] + [
-            cluster_name(m, v) for m, r in sorted(state.items()) for v in sorted(r.versions)
-        ]
+    # -- rendering ------------------------------------------------------------------------
+    def _backend(self, model: str, version: int) -> tuple[str, int]:
+        return self.backends[version] if self.topology == "deployment_per_version" else self.upstream
+
+    def _clusters(self, models: dict[str, dict]) -> list[dict]:
+        clusters = [cluster_resource(PASSTHROUGH_CLUSTER, self.upstream)]
+        if self.shadow_listener:
+            clusters.append(cluster_resource(SHADOW_CLUSTER, self.shadow_listener))
+        for model, entry in sorted(models.items()):
+            for version in entry["versions"]:
+                clusters.append(cluster_resource(cluster_name(model, version), self._backend(model, version)))
+                shadow_target = (self._backend(model, version) if self.topology == "deployment_per_version"
+                                 else self.shadow_listener)
+                if shadow_target:
+                    clusters.append(cluster_resource(cluster_name(model, version, shadow=True), shadow_target))
+        return clusters
+
+    def _write(self, models: dict[str, dict]) -> None:
+        generation = time.time_ns() // 1000
+        clusters = self._clusters(models)
+        names = {c["name"] for c in clusters}
         # Clusters first: a route that names an unknown cluster answers 503.
-        write_xds(self.xds_dir / "cds.json", generation, [self._cluster(c) for c in clusters])
-        self._wait_for(lambda: set(clusters) <= self._live_clusters(), "clusters")
-        write_xds(self.xds_dir / "rds.json", generation, [route_config(state, generation)])
-        self._wait_for(lambda: self._route_config_version() == str(generation), "routes")
-        write_atomically(self._state_file, json.dumps(self._state_json(state, generation), indent=2))
+        write_xds(self.xds_dir / "cds.json", generation, clusters)
+        self._wait_for(lambda: names <= self._live_clusters(), "clusters")
+        states = {m: RoutingState.from_dict(e["state"]) for m, e in models.items()}
+        versions = {m: e["versions"] for m, e in models.items()}
+        write_xds(self.xds_dir / "rds-shadow.json", generation,
+                  [shadow_route_config(versions, self.topology, generation)])
+        write_xds(self.xds_dir / "rds.json", generation,
+                  [route_config(states, versions, self.topology, generation)])
+        self._wait_for(lambda: self._route_config_version(ROUTE_CONFIG_NAME) == str(generation), "routes")
+        write_atomically(self._state_file, json.dumps({"generation": generation, "models": models}, indent=2))
 
-    def _cluster(self, name: str) -> dict:
-        return cluster_resource(name, self.upstream)
-
-    # -- admin API -------------------------------------------------------------------------
+    # -- admin API ------------------------------------------------------------------------
     def _get(self, path: str) -> requests.Response:
         try:
             resp = requests.get(f"{self.admin_url}{path}", timeout=5)
@@ -151,26 +160,31 @@ class EnvoyRouter:
     def _live_clusters(self) -> set[str]:
         return {line.split("::", 1)[0] for line in self._get("/clusters").text.splitlines() if "::" in line}
 
-    def _route_dump_entry(self) -> dict:
+    def _route_dump_entry(self, name: str) -> dict:
         dump = self._get("/config_dump?resource=dynamic_route_configs").json()
         for entry in dump.get("configs", []):
-            if entry.get("route_config", {}).get("name") == ROUTE_CONFIG_NAME:
+            if entry.get("route_config", {}).get("name") == name:
                 return entry
         return {}
 
-    def _route_config_version(self) -> str | None:
-        return self._route_dump_entry().get("version_info")
+    def _route_config_version(self, name: str) -> str | None:
+        return self._route_dump_entry(name).get("version_info")
 
     def _route_config_dump(self) -> dict:
-        return self._route_dump_entry().get("route_config", {})
+        return self._route_dump_entry(ROUTE_CONFIG_NAME).get("route_config", {})
 
     def _wait_for(self, predicate, what: str) -> None:
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             if predicate():
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise RoutingError(f"Envoy did not apply the new {what} within {self.timeout_s:.0f} s")
+
+
+def _all_versions(state: RoutingState) -> set[int]:
+    return set(state.weights) | set(state.header_routes.values()) | (
+        {state.mirror_version} if state.mirror_version else set())
 
 
 # -- xDS documents ------------------------------------------------------------------------
@@ -188,50 +202,75 @@ def cluster_resource(name: str, upstream: tuple[str, int]) -> dict:
     }
 
 
-def _meta(model: str, version: int, kind: str) -> dict:
-    return {"filter_metadata": {"llm_release": {"model": model, "version": version, "kind": kind}}}
+def _meta(model: str, kind: str, **extra) -> dict:
+    return {"filter_metadata": {"llm_release": {"model": model, "kind": kind, **extra}}}
 
 
-def model_routes(model: str, route: ModelRoute) -> list[dict]:
-    """Pinned routes for every known version, then the weighted split for unpinned requests."""
+def _unpinned(model: str) -> str:
+    return f"^/v2/models/{re.escape(model)}/({_ENDPOINTS})$"
+
+
+def _rewrite(model: str, version: int, topology: str) -> dict | None:
+    """How a route for `version` rewrites an unversioned path, per topology."""
+    if topology == "deployment_per_version":
+        return None
+    target = f"/v2/models/{model}/versions/{version}/\\1" if topology == "versions" else f"/v2/models/{model}_r{version}/\\1"
+    return {"pattern": {"regex": _unpinned(model)}, "substitution": target}
+
+
+def _action(model: str, version: int, topology: str) -> dict:
+    action = {"cluster": cluster_name(model, version), "timeout": "0s"}
+    rewrite = _rewrite(model, version, topology)
+    if rewrite:
+        action["regex_rewrite"] = rewrite
+    return action
+
+
+def model_routes(state: RoutingState, versions, topology: str = "versions") -> list[dict]:
+    """Pinned routes for every known version, header routes, then the weighted split."""
+    model = state.model
     escaped = re.escape(model)
     routes = []
-    for version in sorted(route.versions):
-        routes.append({
-            "name": f"{model}-v{version}-pinned",
-            "match": {"safe_regex": {"regex": f"^/v2/models/{escaped}/versions/{version}/({_ENDPOINTS})$"}},
-            "route": {"cluster": cluster_name(model, version), "timeout": "0s"},
-            "metadata": _meta(model, version, "pinned"),
-        })
+    for version in sorted(versions):
+        pinned = {"cluster": cluster_name(model, version), "timeout": "0s"}
+        if topology == "model_per_release":
+            pinned["regex_rewrite"] = {"pattern": {"regex": f"^/v2/models/{escaped}/versions/{version}/({_ENDPOINTS})$"},
+                                       "substitution": f"/v2/models/{model}_r{version}/\\1"}
+        routes.append({"name": f"{model}-v{version}-pinned",
+                       "match": {"safe_regex": {"regex": f"^/v2/models/{escaped}/versions/{version}/({_ENDPOINTS})$"}},
+                       "route": pinned, "metadata": _meta(model, "pinned", version=version)})
+    for value, version in sorted(state.header_routes.items()):
+        routes.append({"name": f"{model}-ab-{value}",
+                       "match": {"safe_regex": {"regex": _unpinned(model)},
+                                 "headers": [{"name": state.header, "string_match": {"exact": value}}]},
+                       "route": _action(model, version, topology),
+                       "metadata": _meta(model, "header", header=state.header, value=value, version=version)})
     cumulative = 0
-    ordered = sorted(route.weights.items())
+    ordered = sorted((v, w) for v, w in state.weights.items() if w > 0)
     for index, (version, weight) in enumerate(ordered):
         cumulative += weight
-        match: dict = {"safe_regex": {"regex": f"^/v2/models/{escaped}/({_ENDPOINTS})$"}}
+        match: dict = {"safe_regex": {"regex": _unpinned(model)}}
         if index < len(ordered) - 1:
-            match["runtime_fraction"] = {
-                "default_value": {"numerator": cumulative, "denominator": "HUNDRED"},
-                "runtime_key": f"llm_release.{model}.split{index}",
-            }
-        routes.append({
-            "name": f"{model}-v{version}-split",
-            "match": match,
-            "route": {
-                "cluster": cluster_name(model, version),
-                "timeout": "0s",
-                "regex_rewrite": {
-                    "pattern": {"regex": f"^/v2/models/{escaped}/({_ENDPOINTS})$"},
-                    "substitution": f"/v2/models/{model}/versions/{version}/\\1",
-                },
-            },
-            "metadata": _meta(model, version, "split"),
-        })
+            match["runtime_fraction"] = {"default_value": {"numerator": cumulative, "denominator": "HUNDRED"},
+                                         "runtime_key": f"llm_release.{model}.split{index}"}
+        action = _action(model, version, topology)
+        if state.mirror_percent and state.mirror_version is not None:
+            mirror = {"cluster": cluster_name(model, state.mirror_version, shadow=True),
+                      "runtime_fraction": {"default_value": {"numerator": state.mirror_percent, "denominator": "HUNDRED"},
+                                           "runtime_key": f"llm_release.{model}.mirror"}}
+            if topology != "deployment_per_version":
+                mirror["host_rewrite_literal"] = shadow_host(model, state.mirror_version)
+                mirror["disable_shadow_host_suffix_append"] = True
+            action["request_mirror_policies"] = [mirror]
+        routes.append({"name": f"{model}-v{version}-split", "match": match, "route": action,
+                       "metadata": _meta(model, "split", version=version)})
     return routes
 
 
-def route_config(state: dict[str, ModelRoute], generation: int = 0) -> dict:
-    routes = [r for model, route in sorted(state.items()) for r in model_routes(model, route)]
-    # Anything else under /v2 (health, metadata, models without a split) goes straight to Triton.
+def route_config(states: dict[str, RoutingState], versions: dict[str, list[int]], topology: str = "versions",
+                 generation: int = 0) -> dict:
+    routes = [r for model, state in sorted(states.items()) for r in model_routes(state, versions[model], topology)]
+    # Anything else under /v2 (health, metadata, models without routes) goes straight to Triton.
     # The repository (load/unload) API is not exposed through the gateway.
     routes.append({"name": "deny-repository", "match": {"prefix": "/v2/repository"},
                    "direct_response": {"status": 403, "body": {"inline_string": "repository API is not exposed on the gateway\n"}}})
@@ -244,6 +283,62 @@ def route_config(state: dict[str, ModelRoute], generation: int = 0) -> dict:
         "metadata": {"filter_metadata": {"llm_release": {"generation": generation}}},
         "virtual_hosts": [{"name": "triton", "domains": ["*"], "routes": routes}],
     }
+
+
+def shadow_route_config(versions: dict[str, list[int]], topology: str = "versions", generation: int = 0) -> dict:
+    """The internal shadow listener: one virtual host per model version, rewriting for it."""
+    hosts = []
+    for model, known in sorted(versions.items()):
+        for version in known:
+            target = (f"/v2/models/{model}/versions/{version}/\\2" if topology != "model_per_release"
+                      else f"/v2/models/{model}_r{version}/\\2")
+            hosts.append({"name": f"{model}-v{version}-shadow", "domains": [shadow_host(model, version)], "routes": [{
+                "match": {"prefix": "/"},
+                "route": {"cluster": PASSTHROUGH_CLUSTER, "timeout": "0s", "regex_rewrite": {
+                    "pattern": {"regex": f"^/v2/models/{re.escape(model)}(?:_r[0-9]+)?(/versions/[0-9]+)?/(.*)$"},
+                    "substitution": target}}}]})
+    hosts.append({"name": "unknown", "domains": ["*"], "routes": [{
+        "match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string": "no such shadow target\n"}}}]})
+    return {
+        "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        "name": SHADOW_ROUTE_CONFIG_NAME,
+        "metadata": {"filter_metadata": {"llm_release": {"generation": generation}}},
+        "virtual_hosts": hosts,
+    }
+
+
+def parse_model_state(model: str, route_config_doc: dict) -> RoutingState | None:
+    """Read a model's RoutingState back from a route configuration as Envoy dumps it."""
+    version_of = re.compile(rf"^{re.escape(model)}_v([0-9]+)(_shadow)?$")
+    weights: dict[int, int] = {}
+    header, header_routes = None, {}
+    mirror_version, mirror_percent = None, 0
+    previous = 0
+    for route in route_config_doc.get("virtual_hosts", [{}])[0].get("routes", []):
+        meta = route.get("metadata", {}).get("filter_metadata", {}).get("llm_release", {})
+        if meta.get("model") != model:
+            continue
+        found = version_of.match(route.get("route", {}).get("cluster", ""))
+        if not found:
+            continue
+        version = int(found.group(1))
+        if meta.get("kind") == "header":
+            (matcher,) = route["match"]["headers"]
+            header = matcher["name"]
+            header_routes[matcher["string_match"]["exact"]] = version
+        elif meta.get("kind") == "split":
+            fraction = route["match"].get("runtime_fraction", {}).get("default_value", {}).get("numerator")
+            cumulative = 100 if fraction is None else int(fraction)
+            weights[version] = cumulative - previous
+            previous = cumulative
+            for mirror in route["route"].get("request_mirror_policies", []):
+                shadow = version_of.match(mirror.get("cluster", ""))
+                if shadow:
+                    mirror_version = int(shadow.group(1))
+                    mirror_percent = int(mirror.get("runtime_fraction", {}).get("default_value", {}).get("numerator", 100))
+    if not weights:
+        return None
+    return RoutingState(model, weights, header, header_routes, mirror_version, mirror_percent)
 
 
 def write_xds(path: Path, generation: int, resources: list[dict]) -> None:

@@ -100,7 +100,8 @@ class LocalStack:
         stack_id = uuid.uuid4().hex[:12]
         env = dict(os.environ, **{MARKER_VAR: stack_id})
         ports = {name: free_port() for name in
-                 ("triton_http", "triton_grpc", "triton_metrics", "gateway", "envoy_admin", "prometheus", "s3")}
+                 ("triton_http", "triton_grpc", "triton_metrics", "gateway", "envoy_admin", "envoy_shadow",
+                               "prometheus", "s3")}
         state = {
             "stack_id": stack_id,
             "state_dir": str(self.state_dir),
@@ -142,12 +143,13 @@ class LocalStack:
                                            "shm_prefix": shm_prefix})
 
         bootstrap = envoy.write_bootstrap(self.state_dir, listen_port=ports["gateway"], admin_port=ports["envoy_admin"],
-                                          triton_http=(host, ports["triton_http"]))
+                                          shadow_port=ports["envoy_shadow"], triton_http=(host, ports["triton_http"]))
         proc = spawn("envoy", envoy.envoy_argv(envoy.find_envoy(), bootstrap, base_id=ports["envoy_admin"],
                                                log_path=logs / "envoy-access.log"),
                      log=logs / "envoy.log", env=env)
         comps["envoy"] = self._record(proc, url=f"http://{host}:{ports['gateway']}", health="admin:/ready", extra={
-            "admin_url": f"http://{host}:{ports['envoy_admin']}", "xds_dir": str(self.state_dir / "xds")})
+            "admin_url": f"http://{host}:{ports['envoy_admin']}", "xds_dir": str(self.state_dir / "xds"),
+            "shadow_port": ports["envoy_shadow"]})
 
         prom_cfg = prometheus.write_config(self.state_dir, triton_metrics=f"{host}:{ports['triton_metrics']}",
                                            envoy_admin=f"{host}:{ports['envoy_admin']}")
@@ -229,6 +231,15 @@ class LocalStack:
                 shm.unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)
         return stopped
+
+
+def gateway_router(state: dict):
+    """The EnvoyRouter of a running stack (one Triton serving every version)."""
+    from llm_release.routing.envoy import EnvoyRouter
+
+    envoy_comp = state["components"]["envoy"]
+    return EnvoyRouter(envoy_comp["xds_dir"], envoy_comp["admin_url"], ("127.0.0.1", state["ports"]["triton_http"]),
+                       shadow_listener=("127.0.0.1", state["ports"]["envoy_shadow"]))
 
 
 def _create_bucket(endpoint: str, bucket: str) -> None:

@@ -34,14 +34,14 @@ def test_pinned_version_through_gateway_reaches_that_version(urls, loaded, route
 def test_whole_weight_moves_unpinned_traffic(urls, loaded, router):
     for target in (1, 2):
         other = 3 - target
-        assert router.set_weights(MODEL, {target: 100, other: 0}) == {target: 100}
+        assert router.set_weights(MODEL, {target: 100, other: 0}).weights == {target: 100}
         result = send_generate_requests(f"{urls['gateway']}/v2/models/{MODEL}/generate", count=60, concurrency=4)
         assert result.errors == 0
         assert dict(result.by_version) == {str(target): 60}
 
 
 def test_ninety_ten_split_is_inside_the_99_percent_binomial_interval(urls, loaded, router):
-    assert router.set_weights(MODEL, {1: 90, 2: 10}) == {1: 90, 2: 10}
+    assert router.set_weights(MODEL, {1: 90, 2: 10}).weights == {1: 90, 2: 10}
     n = 2000
     result = send_generate_requests(f"{urls['gateway']}/v2/models/{MODEL}/generate", count=n, concurrency=6,
                                     max_tokens=2)
@@ -63,7 +63,7 @@ def test_bad_weights_are_refused_and_routing_is_untouched(router, loaded, weight
     with pytest.raises(SpecError) as err:
         router.set_weights(MODEL, weights)
     assert err.value.field == field
-    assert router.get_weights(MODEL) == {1: 80, 2: 20}
+    assert router.get_state(MODEL).weights == {1: 80, 2: 20}
 
 
 def test_streaming_through_gateway_sends_tokens_as_they_come(urls, loaded):

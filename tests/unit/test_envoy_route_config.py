@@ -1,53 +1,89 @@
-"""The Envoy route documents: cumulative fractions, pinned routes, validation."""
+"""The Envoy route documents: cumulative fractions, pinned and header routes, mirrors, read-back."""
 
 import pytest
 
 from llm_release.errors import SpecError
-from llm_release.routing.envoy import ModelRoute, cluster_name, model_routes, route_config, validate_weights
+from llm_release.routing.envoy import (cluster_name, model_routes, parse_model_state, route_config,
+                                       shadow_route_config)
+from llm_release.routing.state import RoutingState
+
+
+def vhost_routes(state, versions, topology="versions"):
+    return route_config({state.model: state}, {state.model: versions}, topology)
 
 
 def test_split_routes_use_cumulative_fractions_and_last_route_catches_the_rest():
-    routes = model_routes("m", ModelRoute(weights={1: 70, 2: 20, 3: 10}, versions={1, 2, 3}))
-    split = [r for r in routes if r["metadata"]["filter_metadata"]["llm_release"]["kind"] == "split"]
+    routes = model_routes(RoutingState("m", {1: 70, 2: 20, 3: 10}), {1, 2, 3})
+    split = [r for r in routes if r["name"].endswith("-split")]
     fractions = [r["match"].get("runtime_fraction", {}).get("default_value", {}).get("numerator") for r in split]
     assert fractions == [70, 90, None]
     assert [r["route"]["cluster"] for r in split] == ["m_v1", "m_v2", "m_v3"]
     assert split[1]["route"]["regex_rewrite"]["substitution"] == "/v2/models/m/versions/2/\\1"
 
 
-def test_every_known_version_has_a_pinned_route_even_without_weight():
-    routes = model_routes("m", ModelRoute(weights={2: 100}, versions={1, 2}))
-    pinned = [r for r in routes if r["name"].endswith("-pinned")]
-    assert [r["route"]["cluster"] for r in pinned] == ["m_v1", "m_v2"]
+def test_header_routes_come_before_the_split_and_pinned_routes_first():
+    state = RoutingState("m", {1: 100}, header="x-experiment", header_routes={"B": 2, "A": 1})
+    names = [r["name"] for r in model_routes(state, {1, 2})]
+    assert names == ["m-v1-pinned", "m-v2-pinned", "m-ab-A", "m-ab-B", "m-v1-split"]
+
+
+def test_mirror_goes_to_the_shadow_cluster_addressed_by_host_in_shared_triton():
+    state = RoutingState("m", {1: 100}, mirror_version=2, mirror_percent=100)
+    (split,) = [r for r in model_routes(state, {1, 2}) if r["name"].endswith("-split")]
+    (mirror,) = split["route"]["request_mirror_policies"]
+    assert mirror["cluster"] == cluster_name("m", 2, shadow=True) == "m_v2_shadow"
+    assert mirror["host_rewrite_literal"] == "m.v2.shadow"
+    shadow = shadow_route_config({"m": [1, 2]})
+    (vhost,) = [h for h in shadow["virtual_hosts"] if h["domains"] == ["m.v2.shadow"]]
+    assert vhost["routes"][0]["route"]["regex_rewrite"]["substitution"] == "/v2/models/m/versions/2/\\2"
+
+
+def test_model_per_release_rewrites_the_model_name():
+    routes = model_routes(RoutingState("llama", {42: 100}), {42}, "model_per_release")
+    assert routes[-1]["route"]["regex_rewrite"]["substitution"] == "/v2/models/llama_r42/\\1"
+
+
+def test_deployment_per_version_does_not_rewrite():
+    routes = model_routes(RoutingState("m", {1: 50, 2: 50}), {1, 2}, "deployment_per_version")
+    assert all("regex_rewrite" not in r["route"] for r in routes)
+
+
+@pytest.mark.parametrize("state", [
+    RoutingState("m", {1: 90, 2: 10}),
+    RoutingState("m", {2: 100}, header="x-experiment", header_routes={"B": 2, "A": 1}),
+    RoutingState("m", {1: 80, 2: 20}, mirror_version=3, mirror_percent=50),
+])
+def test_what_is_rendered_parses_back_to_the_same_state(state):
+    doc = vhost_routes(state, {1, 2, 3})
+    assert parse_model_state("m", doc) == state
+    assert parse_model_state("other", doc) is None
 
 
 def test_route_config_ends_with_repository_deny_and_passthrough():
-    names = [r["name"] for r in route_config({})["virtual_hosts"][0]["routes"]]
+    names = [r["name"] for r in route_config({}, {})["virtual_hosts"][0]["routes"]]
     assert names == ["deny-repository", "passthrough"]
 
 
 def test_model_names_are_escaped_in_regexes():
-    routes = model_routes("a.b", ModelRoute(weights={1: 100}, versions={1}))
+    routes = model_routes(RoutingState("a.b", {1: 100}), {1})
     assert "a\\.b" in routes[0]["match"]["safe_regex"]["regex"]
-    assert cluster_name("a.b", 1) == "a.b_v1"
 
 
-@pytest.mark.parametrize("weights, field, words", [
-    ({1: 60, 2: 39}, "weights", "sum to 99"),
-    ({1: 101}, "weights[1]", "outside 0..100"),
-    ({1: -5, 2: 105}, "weights[1]", "outside"),
-    ({1: True}, "weights[1]", "integer"),
-    ({"1": 100}, "weights", "positive integer"),
-    ({}, "weights", "no versions"),
+@pytest.mark.parametrize("kwargs, field, words", [
+    ({"weights": {1: 60, 2: 39}}, "weights", "sum to 99"),
+    ({"weights": {1: 101}}, "weights[1]", "outside 0..100"),
+    ({"weights": {1: -5, 2: 105}}, "weights[1]", "outside"),
+    ({"weights": {1: True}}, "weights[1]", "integer"),
+    ({"weights": {"1": 100}}, "weights", "positive integer"),
+    ({"weights": {}}, "weights", "no versions"),
+    ({"weights": {1: 100}, "header": "X Bad", "header_routes": {"B": 2}}, "header", "header name"),
+    ({"weights": {1: 100}, "header": "x-experiment", "header_routes": {"B": 0}}, "header_routes[B]", "positive"),
+    ({"weights": {1: 100}, "mirror_version": 1, "mirror_percent": 100}, "mirror_version", "already takes all"),
+    ({"weights": {1: 100}, "mirror_version": 2, "mirror_percent": 101}, "mirror_percent", "outside"),
+    ({"model": "../etc", "weights": {1: 100}}, "model", "valid Triton model name"),
 ])
-def test_bad_weights_name_the_field(weights, field, words):
+def test_bad_states_name_the_field(kwargs, field, words):
     with pytest.raises(SpecError) as err:
-        validate_weights("m", weights)
+        RoutingState(**{"model": "m", **kwargs})
     assert err.value.field == field
     assert words in str(err.value)
-
-
-def test_bad_model_name():
-    with pytest.raises(SpecError) as err:
-        validate_weights("../etc", {1: 100})
-    assert err.value.field == "model"

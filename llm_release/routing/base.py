@@ -1,0 +1,35 @@
+"""The interface every traffic router implements (Envoy, Istio, Gateway API).
+
+`apply()` writes a whole RoutingState, reads the gateway back and verifies it matches; a
+router never leaves a half-applied change unreported. `get_state()` reads what the gateway
+serves now, which is what a rollback saves and restores.
+"""
+
+from __future__ import annotations
+
+import abc
+
+from llm_release.routing.state import RoutingState
+
+
+class TrafficRouter(abc.ABC):
+    kind: str = "abstract"
+
+    @abc.abstractmethod
+    def get_state(self, model: str) -> RoutingState | None:
+        """What the gateway serves now for `model` (None when it has no route for it)."""
+
+    @abc.abstractmethod
+    def apply(self, state: RoutingState) -> RoutingState:
+        """Write `state`, read it back, and return what the gateway now serves (== state)."""
+
+    def set_weights(self, model: str, weights: dict[int, int]) -> RoutingState:
+        """Change only the split; header routes and mirror stay as they are."""
+        current = self.get_state(model)
+        target = current.with_weights(weights) if current else RoutingState(model, dict(weights))
+        return self.apply(target)
+
+    def switch(self, model: str, version: int) -> RoutingState:
+        """Blue-green: all traffic to `version` (the others stay loaded: switching back is one call)."""
+        current = self.get_state(model)
+        return self.apply(current.switched_to(version) if current else RoutingState(model, {version: 100}))
