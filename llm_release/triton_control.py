@@ -156,6 +156,25 @@ class TritonControl:
             raise TritonError(
                 f"{model}: no version directory for {missing} in {model_dir}; install the engine first")
 
+    def unload_versions(self, model: str, versions, *, wait_s: float = 600.0) -> list[int]:
+        """Stop serving `versions` and keep the other READY ones, by reloading with the reduced
+        policy (Triton has no per-version unload). Unloading the last version unloads the
+        model, and we wait until Triton reports it unloaded, so its memory counts as free.
+        Returns the versions still READY."""
+        drop = set(_check_versions(versions))
+        keep = [v for v in self.ready_versions(model) if v not in drop]
+        if keep:
+            return self.load_versions(model, keep, wait_s=wait_s)
+        resp = self._post(f"/v2/repository/models/{model}/unload", {}, timeout=wait_s)
+        if resp.status_code != 200:
+            raise TritonError(f"unloading {model} failed: {self._error_text(resp)}")
+        deadline = time.monotonic() + wait_s
+        while any(state not in ("UNAVAILABLE",) for state, _ in self.version_states(model).values()):
+            if time.monotonic() > deadline:
+                raise TritonError(f"{model}: still not unloaded after {wait_s:.0f} s: {self.version_states(model)}")
+            time.sleep(0.2)
+        return []
+
     def wait_ready(self, model: str, versions, *, timeout_s: float = 600.0) -> None:
         deadline = time.monotonic() + timeout_s
         while True:

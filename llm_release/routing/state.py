@@ -79,6 +79,19 @@ class RoutingState:
                    mirror_version=as_int(doc.get("mirror_version")), mirror_percent=doc.get("mirror_percent", 0))
 
 
+def parse_weights(doc) -> dict[int, int]:
+    """Weights as users write them: {"1": 90, "2": 10} from JSON/Params, or {1: 90, 2: 10}.
+
+    Keys may be digit strings (JSON has no integer keys); values must already be integers."""
+    if not isinstance(doc, dict) or not doc:
+        raise SpecError("weights", f"{doc!r} is not a mapping of version to percent", 'e.g. {"1": 90, "2": 10}')
+    out = {}
+    for key, weight in doc.items():
+        version = int(key) if isinstance(key, str) and key.isdigit() and not key.startswith("0") else key
+        out[version] = weight
+    return out
+
+
 def validate_state(state: RoutingState) -> None:
     """Refuse anything a gateway must never be given; errors name the field and the fix."""
     if not isinstance(state.model, str) or not MODEL_NAME.match(state.model):

@@ -48,3 +48,19 @@ def test_bad_versions_are_refused_before_calling_triton(triton, versions):
     with pytest.raises(SpecError) as err:
         triton.load_versions(MODEL, versions)
     assert err.value.field == "versions"
+
+
+def test_unloading_one_version_keeps_the_other_serving(triton, loaded):
+    assert triton.unload_versions(MODEL, [2]) == [1]
+    assert triton.ready_versions(MODEL) == [1]
+    assert triton.probe(MODEL, 1).version == 1
+    assert triton.load_versions(MODEL, [1, 2]) == [1, 2]
+
+
+def test_unloading_the_last_version_waits_until_triton_reports_it_unloaded(triton, engines, stack):
+    from llm_release.model_repo import install_version
+
+    install_version(engines["dir"] / "engine1", stack["model_repository"], model_name="scratch_lm", version=1)
+    triton.load_versions("scratch_lm", [1])
+    assert triton.unload_versions("scratch_lm", [1]) == []
+    assert {state for state, _ in triton.version_states("scratch_lm").values()} == {"UNAVAILABLE"}
