@@ -85,6 +85,7 @@ def get_provider_info() -> dict:
             "llm_release_airflow.hooks.triton", "llm_release_airflow.hooks.gateway", "llm_release_airflow.hooks.prometheus",
             "llm_release_airflow.hooks.artifactory", "llm_release_airflow.hooks.oci_registry"]}],
         "operators": [{"integration-name": "LLM Release", "python-modules": [
-            "llm_release_airflow.operators.triton_load", "llm_release_airflow.operators.artifacts"]}],
+            "llm_release_airflow.operators.triton_load", "llm_release_airflow.operators.artifacts",
+            "llm_release_airflow.operators.traffic"]}],
         "plugins": [{"name": "llm_release", "plugin-class": "llm_release_airflow.plugins.llm_release_plugin.LLMReleasePlugin"}],
     }
