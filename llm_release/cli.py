@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from llm_release.errors import LLMReleaseError, StackAlreadyRunning
+from llm_release.errors import LLMReleaseError, SpecError, StackAlreadyRunning
 
 
 def _stack(args):
@@ -141,6 +141,76 @@ def _store_options(p) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _gateway(args):
+    """The router and Triton for traffic commands: a local stack's, or given explicitly."""
+    from llm_release.routing.envoy import EnvoyRouter
+    from llm_release.stack.local import LocalStack, gateway_router
+    from llm_release.triton_control import TritonControl
+
+    if args.envoy_admin:
+        if not (args.xds_dir and args.upstream):
+            raise SpecError("--xds-dir/--upstream", "are required with --envoy-admin", "give the xDS directory and Triton host:port")
+        host, port = args.upstream.rsplit(":", 1)
+        shadow = tuple(args.shadow.rsplit(":", 1)) if args.shadow else None
+        router = EnvoyRouter(Path(args.xds_dir), args.envoy_admin, (host, int(port)),
+                             shadow_listener=(shadow[0], int(shadow[1])) if shadow else None)
+        return router, TritonControl(args.triton_url) if args.triton_url else None
+    state = LocalStack(args.state_dir).read_state()
+    if not state:
+        raise SpecError("--state-dir", "no running stack there", "start one, or give --envoy-admin/--xds-dir/--upstream")
+    return gateway_router(state), TritonControl(state["components"]["triton"]["url"])
+
+
+def _pairs(text: str | None, field: str) -> dict[str, int]:
+    """"1=90,2=10" -> {"1": 90, "2": 10}."""
+    if not text:
+        return {}
+    out = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not value.strip().lstrip("-").isdigit():
+            raise SpecError(field, f"{item!r} is not KEY=INTEGER", "write e.g. 1=90,2=10")
+        out[key.strip()] = int(value)
+    return out
+
+
+def cmd_traffic(args) -> int:
+    from llm_release.routing.shift import ShiftResult, load_previous, save_state, shift_traffic
+    from llm_release.routing.state import RoutingState, parse_weights
+
+    router, triton = _gateway(args)
+    if args.action == "status":
+        current = router.get_state(args.model)
+        print(json.dumps(current.to_dict() if current else None, indent=2))
+        return 0
+    if args.action == "rollback":
+        if args.to_version:
+            if not args.model:
+                raise SpecError("--model", "is required with --to-version", "name the model to roll back")
+            target = RoutingState(args.model, {args.to_version: 100})
+        elif args.record:
+            target = load_previous(Path(args.record))
+        else:
+            raise SpecError("--record/--to-version", "nothing to roll back to", "give the record of a shift, or a version")
+        # An emergency rollback goes to a version that served before: no probe delays it.
+        result = shift_traffic(router, target, triton=None)
+    else:
+        if args.action == "switch":
+            target = RoutingState(args.model, {args.version: 100})
+        else:
+            mirror = _pairs(args.mirror, "--mirror")
+            (mirror_version, mirror_percent), = mirror.items() if mirror else ((None, 0),)
+            target = RoutingState(args.model, parse_weights(_pairs(args.weights, "--weights")), header=args.header,
+                                  header_routes=_pairs(args.route, "--route"),
+                                  mirror_version=int(mirror_version) if mirror_version else None,
+                                  mirror_percent=mirror_percent)
+        result = shift_traffic(router, target, triton=None if args.no_ready_check else triton)
+    if args.record and args.action != "rollback":
+        save_state(Path(args.record), result)
+    print(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
 def cmd_rehearse(args) -> int:
     from llm_release.rehearsal import RehearsalConfig, format_summary, run_rehearsal
     from llm_release.stack.local import default_state_dir
@@ -212,6 +282,34 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--report", help="also write the report as JSON to this file")
     _store_options(syn)
     syn.set_defaults(func=cmd_sync)
+
+    traffic = sub.add_parser("traffic", help="route a model's traffic on the gateway (works without Airflow)")
+    traffic_sub = traffic.add_subparsers(dest="action", required=True)
+    for name, help_text in (("status", "what the gateway serves now"),
+                            ("set", "weights, A/B header routes, shadow mirror"),
+                            ("switch", "blue-green: all traffic to one version"),
+                            ("rollback", "restore the routing before a recorded shift, or all to one version")):
+        t = traffic_sub.add_parser(name, help=help_text)
+        t.add_argument("--model", required=name != "rollback")
+        t.add_argument("--state-dir", help="a local stack's state directory (default: the default stack)")
+        t.add_argument("--envoy-admin", help="Envoy admin URL (self-managed gateway)")
+        t.add_argument("--xds-dir", help="Envoy's xDS directory")
+        t.add_argument("--upstream", help="Triton host:port behind the gateway")
+        t.add_argument("--shadow", help="the gateway's shadow listener host:port")
+        t.add_argument("--triton-url", help="Triton HTTP URL for readiness checks")
+        t.add_argument("--record", help="file keeping the routing before/after a shift (rollback reads it)")
+        if name == "set":
+            t.add_argument("--weights", required=True, help="e.g. 1=90,2=10")
+            t.add_argument("--header", help="A/B header name, e.g. x-experiment")
+            t.add_argument("--route", help="header value -> version, e.g. A=1,B=2")
+            t.add_argument("--mirror", help="shadow: VERSION=PERCENT, e.g. 2=100")
+        if name == "switch":
+            t.add_argument("--version", type=int, required=True)
+        if name in ("set", "switch"):
+            t.add_argument("--no-ready-check", action="store_true", help="skip the READY check and probes")
+        if name == "rollback":
+            t.add_argument("--to-version", type=int, help="emergency: all traffic to this version")
+        t.set_defaults(func=cmd_traffic)
 
     r = sub.add_parser("rehearse", help="run the local release rehearsal end to end")
     r.add_argument("--state-dir")
