@@ -106,6 +106,11 @@ class EnvoyRouter(TrafficRouter):
         entry = models.get(state.model, {"versions": []})
         entry["versions"] = sorted(set(entry["versions"]) | _all_versions(state))
         entry["state"] = state.to_dict()
+        # Topology and backends belong to the model: routers of different topologies can share
+        # one Envoy without re-rendering each other's models their own way.
+        entry["topology"] = self.topology
+        entry["backends"] = {str(v): list(hp) for v, hp in self.backends.items()}
+        entry["upstream"] = list(self.upstream)
         models[state.model] = entry
         self._write(models)
         applied = self.get_state(state.model)
@@ -115,8 +120,13 @@ class EnvoyRouter(TrafficRouter):
         return applied
 
     # -- rendering ------------------------------------------------------------------------
-    def _backend(self, model: str, version: int) -> tuple[str, int]:
-        return self.backends[version] if self.topology == "deployment_per_version" else self.upstream
+    @staticmethod
+    def _backend(entry: dict, version: int) -> tuple[str, int]:
+        if entry.get("topology") == "deployment_per_version":
+            host, port = entry["backends"][str(version)]
+            return host, int(port)
+        host, port = entry["upstream"]
+        return host, int(port)
 
     def _clusters(self, models: dict[str, dict]) -> list[dict]:
         clusters = [cluster_resource(PASSTHROUGH_CLUSTER, self.upstream)]
@@ -124,9 +134,10 @@ class EnvoyRouter(TrafficRouter):
             clusters.append(cluster_resource(SHADOW_CLUSTER, self.shadow_listener))
         for model, entry in sorted(models.items()):
             for version in entry["versions"]:
-                clusters.append(cluster_resource(cluster_name(model, version), self._backend(model, version)))
-                shadow_target = (self._backend(model, version) if self.topology == "deployment_per_version"
-                                 else self.shadow_listener)
+                backend = self._backend(entry, version)
+                clusters.append(cluster_resource(cluster_name(model, version), backend))
+                per_version = entry.get("topology") == "deployment_per_version"
+                shadow_target = backend if per_version else self.shadow_listener
                 if shadow_target:
                     clusters.append(cluster_resource(cluster_name(model, version, shadow=True), shadow_target))
         return clusters
@@ -140,10 +151,11 @@ class EnvoyRouter(TrafficRouter):
         self._wait_for(lambda: names <= self._live_clusters(), "clusters")
         states = {m: RoutingState.from_dict(e["state"]) for m, e in models.items()}
         versions = {m: e["versions"] for m, e in models.items()}
+        topologies = {m: e.get("topology", "versions") for m, e in models.items()}
         write_xds(self.xds_dir / "rds-shadow.json", generation,
-                  [shadow_route_config(versions, self.topology, generation)])
+                  [shadow_route_config(versions, topologies, generation)])
         write_xds(self.xds_dir / "rds.json", generation,
-                  [route_config(states, versions, self.topology, generation)])
+                  [route_config(states, versions, topologies, generation)])
         self._wait_for(lambda: self._route_config_version(ROUTE_CONFIG_NAME) == str(generation), "routes")
         write_atomically(self._state_file, json.dumps({"generation": generation, "models": models}, indent=2))
 
@@ -267,9 +279,12 @@ def model_routes(state: RoutingState, versions, topology: str = "versions") -> l
     return routes
 
 
-def route_config(states: dict[str, RoutingState], versions: dict[str, list[int]], topology: str = "versions",
-                 generation: int = 0) -> dict:
-    routes = [r for model, state in sorted(states.items()) for r in model_routes(state, versions[model], topology)]
+def route_config(states: dict[str, RoutingState], versions: dict[str, list[int]],
+                 topologies: dict[str, str] | str = "versions", generation: int = 0) -> dict:
+    def topology(model: str) -> str:
+        return topologies if isinstance(topologies, str) else topologies.get(model, "versions")
+
+    routes = [r for model, state in sorted(states.items()) for r in model_routes(state, versions[model], topology(model))]
     # Anything else under /v2 (health, metadata, models without routes) goes straight to Triton.
     # The repository (load/unload) API is not exposed through the gateway.
     routes.append({"name": "deny-repository", "match": {"prefix": "/v2/repository"},
@@ -285,10 +300,14 @@ def route_config(states: dict[str, RoutingState], versions: dict[str, list[int]]
     }
 
 
-def shadow_route_config(versions: dict[str, list[int]], topology: str = "versions", generation: int = 0) -> dict:
+def shadow_route_config(versions: dict[str, list[int]], topologies: dict[str, str] | str = "versions",
+                        generation: int = 0) -> dict:
     """The internal shadow listener: one virtual host per model version, rewriting for it."""
     hosts = []
     for model, known in sorted(versions.items()):
+        topology = topologies if isinstance(topologies, str) else topologies.get(model, "versions")
+        if topology == "deployment_per_version":
+            continue  # copies go straight to the version's own backend
         for version in known:
             target = (f"/v2/models/{model}/versions/{version}/\\2" if topology != "model_per_release"
                       else f"/v2/models/{model}_r{version}/\\2")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import pytest
 import requests
@@ -48,12 +49,17 @@ def test_loading_v2_beside_v1_fails_no_request(triton, loaded, router, gen_url):
     for w in workers:
         w.start()
     try:
+        while len(results) < 10:  # traffic is flowing before the load starts...
+            time.sleep(0.01)
+        during = len(results)
         assert triton.load_versions(MODEL, [1, 2]) == [1, 2]
+        while len(results) < during + 10:  # ...and keeps flowing after it
+            time.sleep(0.01)
     finally:
         stop.set()
         for w in workers:
             w.join()
-    assert len(results) > 20
+    assert len(results) >= 20
     assert [r for r in results if r[0] != 200] == []
     assert {r[1] for r in results} == {"1"}
 
@@ -84,8 +90,6 @@ def test_shadow_100_percent_answers_from_v1_while_v2_receives_every_copy(loaded,
     def mirrored():
         after = triton_success(metrics_url)
         return after.get("2", 0) - before.get("2", 0)
-
-    import time
 
     deadline = time.monotonic() + 10
     while mirrored() < 200 and time.monotonic() < deadline:
