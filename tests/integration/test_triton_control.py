@@ -64,3 +64,28 @@ def test_unloading_the_last_version_waits_until_triton_reports_it_unloaded(trito
     triton.load_versions("scratch_lm", [1])
     assert triton.unload_versions("scratch_lm", [1]) == []
     assert {state for state, _ in triton.version_states("scratch_lm").values()} == {"UNAVAILABLE"}
+
+
+def test_a_failing_load_reports_tritons_message_and_keeps_nothing_half_loaded(triton, stack):
+    from pathlib import Path
+
+    model_dir = Path(stack["model_repository"]) / "broken_lm"
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 0\n'
+        'input [{ name: "text_input" data_type: TYPE_STRING dims: [1] }]\n'
+        'output [{ name: "text_output" data_type: TYPE_STRING dims: [1] }]\n')
+    (model_dir / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        raise RuntimeError('engine file is corrupt: rank0.engine')\n")
+    with pytest.raises(TritonError) as err:
+        triton.load_versions("broken_lm", [1])
+    assert "engine file is corrupt" in str(err.value)
+    assert triton.ready_versions("broken_lm") == []
+
+
+def test_waiting_for_ready_has_a_deadline_with_the_state_in_the_message(triton, loaded):
+    with pytest.raises(TritonError) as err:
+        triton.wait_ready(MODEL, [1, 2, 5], timeout_s=0.5)
+    assert "v5" in str(err.value) and "not READY after" in str(err.value)
