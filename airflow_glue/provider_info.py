@@ -36,7 +36,12 @@ def get_provider_info() -> dict:
                     "relabeling": {"host": "Gateway host", "port": "Gateway port"},
                 },
                 "conn-fields": {
-                    "router": {"label": "Router", "schema": {"type": "string", "enum": ["envoy"], "default": "envoy"}},
+                    "router": {"label": "Router", "schema": {"type": "string", "enum": ["envoy", "istio", "gatewayapi"],
+                                                             "default": "envoy"}},
+                    "namespace": {"label": "Namespace (istio, gatewayapi)", "schema": {"type": ["string", "null"]}},
+                    "virtual_service": {"label": "VirtualService (istio)", "schema": {"type": ["string", "null"]}},
+                    "host": {"label": "Triton Service host (istio)", "schema": {"type": ["string", "null"]}},
+                    "http_route": {"label": "HTTPRoute (gatewayapi)", "schema": {"type": ["string", "null"]}},
                     "admin_url": {"label": "Envoy admin URL", "schema": {"type": ["string", "null"]}},
                     "xds_dir": {"label": "Envoy xDS directory", "schema": {"type": ["string", "null"]}},
                 },

@@ -46,8 +46,10 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote
+
+from tests.doubles._http import DoubleHandler
 
 
 def _now() -> str:
@@ -299,22 +301,8 @@ def _file_list(files: dict[str, StoredFile], folder: str, query: dict[str, list[
     return entries
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(DoubleHandler):
     server_version = "Artifactory/7 (test double)"
-
-    @property
-    def double(self) -> ArtifactoryDouble:
-        return self.server.double
-
-    def log_message(self, format, *args) -> None:  # quiet: tests read counts, not access logs
-        pass
-
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
 
     def _handle(self) -> None:
         """Read the whole body first (so an early error never breaks the connection), then
