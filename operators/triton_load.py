@@ -26,20 +26,23 @@ class TritonLoadOperator(BaseOperator):
     :param keep_serving: keep every version that is READY now (default); False loads only `version`.
     :param probe: after loading, send a real inference to exactly this version.
     :param load_timeout: seconds to wait for READY.
+    :param topology: "versions" (version directories of one model) or "model_per_release"
+        (TensorRT-LLM: release N is the model ``<model>_r<N>``).
     :param triton_conn_id: connection of type ``triton``.
     """
 
-    template_fields: Sequence[str] = ("model", "version", "keep_serving", "probe")
+    template_fields: Sequence[str] = ("model", "version", "keep_serving", "probe", "topology")
     ui_color = "#76b900"
 
     def __init__(self, *, model: str, version, keep_serving=True, probe=True, load_timeout: float = 600.0,
-                 triton_conn_id: str = "triton_default", **kwargs):
+                 topology: str = "versions", triton_conn_id: str = "triton_default", **kwargs):
         super().__init__(**kwargs)
         self.model = model
         self.version = version
         self.keep_serving = keep_serving
         self.probe = probe
         self.load_timeout = load_timeout
+        self.topology = topology
         self.triton_conn_id = triton_conn_id
 
     @cached_property
@@ -49,10 +52,24 @@ class TritonLoadOperator(BaseOperator):
         return TritonHook(triton_conn_id=self.triton_conn_id)
 
     def execute(self, context) -> dict:
+        from llm_release.errors import SpecError
+        from llm_release.serving import ModelPerRelease
         from llm_release.versions import parse_version
 
         version = parse_version(self.version)
         triton = self.hook.get_conn()
+        if self.topology == "model_per_release":
+            served = ModelPerRelease(triton)
+            serving = served.ready_versions(self.model)
+            self.log.info("Loading %s beside %s", served.name(self.model, version), serving or "nothing")
+            ready = served.load(self.model, version)
+            result = {"model": self.model, "version": version, "ready_versions": ready, "previously_ready": serving}
+            if _as_bool(self.probe):
+                result["probe"] = served.probe(self.model, version).__dict__
+            return result
+        if self.topology != "versions":
+            raise SpecError("topology", f"{self.topology!r} is not supported here",
+                            "use versions or model_per_release (a deployment per version loads on its own Triton)")
         serving = triton.ready_versions(self.model)
         wanted = sorted(set(serving) | {version}) if _as_bool(self.keep_serving) else [version]
         self.log.info("Loading %s versions %s (serving now: %s)", self.model, wanted, serving or "none")

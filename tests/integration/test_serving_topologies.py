@@ -97,3 +97,19 @@ def test_one_deployment_per_version(stack, engines, triton, urls, tmp_path):
         served.unload("dep_lm", 1)
     finally:
         second.down()
+
+
+def test_triton_load_operator_loads_a_release_model_beside_the_serving_one(airflow_env, stack, engines, triton):
+    from tests.airflow.harness import run_operator
+
+    repo = stack["model_repository"]
+    install_version(engines["dir"] / "engine1", repo, model_name="op_rel_r1", version=1)
+    install_version(engines["dir"] / "engine2", repo, model_name="op_rel_r2", version=1)
+    ModelPerRelease(triton).load("op_rel", 1)
+    out = run_operator(airflow_env, "llm_release_airflow.operators.triton_load.TritonLoadOperator",
+                       model="op_rel", version=2, topology="model_per_release")
+    assert out.get("result"), out
+    assert out["result"]["ready_versions"] == [1, 2] and out["result"]["previously_ready"] == [1]
+    assert out["result"]["probe"]["version"] == 2
+    ModelPerRelease(triton).unload("op_rel", 1)
+    ModelPerRelease(triton).unload("op_rel", 2)
