@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from http.server import BaseHTTPRequestHandler
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class DoubleHandler(BaseHTTPRequestHandler):
@@ -31,3 +32,31 @@ class DoubleHandler(BaseHTTPRequestHandler):
 
     def do_PATCH(self) -> None:
         self._handle()
+
+
+class ThreadedDouble:
+    """Start/stop a double's HTTP server on a free loopback port, in a daemon thread."""
+
+    handler: type[DoubleHandler]
+    thread_name = "test-double"
+    _server: ThreadingHTTPServer | None = None
+
+    def start(self):
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler)
+        self._server.daemon_threads = True
+        self._server.double = self
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                         name=self.thread_name, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -46,10 +46,9 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import formatdate
-from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote
 
-from tests.doubles._http import DoubleHandler
+from tests.doubles._http import DoubleHandler, ThreadedDouble
 
 
 def _now() -> str:
@@ -103,7 +102,7 @@ def _split_matrix(raw_path: str) -> tuple[str, dict[str, list[str]]]:
     return "/".join(segments), properties
 
 
-class ArtifactoryDouble:
+class ArtifactoryDouble(ThreadedDouble):
     """Serves one generic local repository at `base_url` (`http://127.0.0.1:<port>/artifactory`)."""
 
     def __init__(self, *, repo: str = "llm-generic-local", token: str = "test-token",
@@ -115,29 +114,14 @@ class ArtifactoryDouble:
         self._files: dict[str, StoredFile] = {}
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> "ArtifactoryDouble":
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
-        self._server.double = self
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                         name="artifactory-double", daemon=True).start()
-        return self
+    thread_name = "artifactory-double"
 
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> "ArtifactoryDouble":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    @property
+    def handler(self):
+        return _Handler
 
     @property
     def base_url(self) -> str:

@@ -46,10 +46,9 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from tests.doubles._http import DoubleHandler
+from tests.doubles._http import DoubleHandler, ThreadedDouble
 
 _ABSENT = object()
 
@@ -436,7 +435,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class KubernetesApiDouble:
+class KubernetesApiDouble(ThreadedDouble):
     """Serves the custom objects in RESOURCES at `url`; requests need `Bearer <token>`."""
 
     def __init__(self, *, token: str = "test-token", user: str = "system:serviceaccount:llm-release:router"):
@@ -448,28 +447,13 @@ class KubernetesApiDouble:
         self._edits: list[_Edit] = []
         self._forbidden: set[tuple[str, str]] = set()  # (verb, plural)
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------
-    def start(self) -> KubernetesApiDouble:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
-        self._server.double = self
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                         name="kubernetes-api-double", daemon=True).start()
-        return self
+    thread_name = "kubernetes-api-double"
 
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> KubernetesApiDouble:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    @property
+    def handler(self):
+        return _Handler
 
     @property
     def url(self) -> str:

@@ -53,8 +53,9 @@ def test_install_layout(tmp_path, built):
 
 
 def test_config_pbtxt_is_named_for_the_model_and_has_no_version_policy(tmp_path, built):
-    text_format = pytest.importorskip("google.protobuf.text_format")
-    model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
     install_version(built["v1"], tmp_path, model_name="canary_lm", version=7)
     text = (tmp_path / "canary_lm" / "config.pbtxt").read_text()
     config = text_format.Parse(text, model_config_pb2.ModelConfig())

@@ -1,13 +1,11 @@
 """Triton config: the JSON form is a valid ModelConfig and config.pbtxt round-trips."""
 
 import pytest
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
 
 from llm_release.engine.params import BuildParams
 from llm_release.triton_config import ENUM_FIELDS, MAP_FIELDS, reference_model_config, to_pbtxt
-
-json_format = pytest.importorskip("google.protobuf.json_format")
-text_format = pytest.importorskip("google.protobuf.text_format")
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 
 PARAMS = BuildParams(precision="int8", max_batch_size=16, max_input_len=64, max_seq_len=256)
 
