@@ -56,7 +56,9 @@ class GatewayHook(BaseHook):
 
     def _kubernetes(self, kind: str, extra: dict):
         from llm_release.errors import SpecError
-        from llm_release.routing.kubernetes import GatewayApiRouter, IstioRouter, api_client_from_environment
+        from llm_release.routing.gatewayapi import GatewayApiRouter
+        from llm_release.routing.istio import IstioRouter
+        from llm_release.routing.kubernetes import api_client_from_environment
 
         needed = ("namespace", "virtual_service", "host") if kind == "istio" else ("namespace", "http_route")
         missing = [k for k in needed if not extra.get(k)]

@@ -12,7 +12,9 @@ from kubernetes.client import ApiClient, Configuration, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from llm_release.errors import RoutingError, SpecError
-from llm_release.routing.kubernetes import GatewayApiRouter, IstioRouter, api_client_from_environment, route_name
+from llm_release.routing.gatewayapi import GatewayApiRouter
+from llm_release.routing.istio import IstioRouter
+from llm_release.routing.kubernetes import api_client_from_environment, route_name
 from llm_release.routing.state import RoutingState
 from tests.doubles.kubernetes import KubernetesApiDouble
 
