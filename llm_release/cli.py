@@ -175,7 +175,7 @@ def _pairs(text: str | None, field: str) -> dict[str, int]:
 
 
 def cmd_traffic(args) -> int:
-    from llm_release.routing.shift import ShiftResult, load_previous, save_state, shift_traffic
+    from llm_release.routing.shift import load_previous, save_state, shift_traffic
     from llm_release.routing.state import RoutingState, parse_weights
 
     router, triton = _gateway(args)

@@ -10,7 +10,7 @@ import pytest
 from llm_release.artifacts.manifest import Manifest
 from llm_release.artifacts.publish import publish_engine
 from llm_release.artifacts.stores.s3 import S3Store
-from llm_release.artifacts.sync import CONFLICT, FAILED, INSTALL, KEEP, REMOVE, SKIP, UNCHANGED, SyncOptions, raise_for_report, run_sync
+from llm_release.artifacts.sync import CONFLICT, FAILED, INSTALL, KEEP, REMOVE, UNCHANGED, SyncOptions, raise_for_report, run_sync
 from llm_release.errors import ArtifactError, ArtifactImmutable
 from llm_release.model_repo import install_version, installed_versions
 

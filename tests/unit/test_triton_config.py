@@ -1,6 +1,5 @@
 """Triton config: the JSON form is a valid ModelConfig and config.pbtxt round-trips."""
 
-import pytest
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
