@@ -1,7 +1,169 @@
 """Provider metadata Airflow reads through the `apache_airflow_provider` entry point, so our
-connection types appear in the connection form and our hooks in `airflow providers hooks`."""
+connection types appear in the connection form and our hooks in `airflow providers hooks`.
+
+The connection forms are declared here, not in the hooks (Airflow 3.2+ reads `hook-name`,
+`ui-field-behaviour` and `conn-fields` from this metadata without importing any hook). What a
+person sees in Admin > Connections is exactly this: every extra field has a label and a
+description, fields whose format matters show examples, and no field is required by the form
+(an empty field is not an error until the hook that needs it says which one is missing and why).
+"""
 
 from __future__ import annotations
+
+
+def _text(label: str, description: str, *examples: str, default: str | None = None) -> dict:
+    schema: dict = {"type": ["string", "null"]}
+    if examples:
+        schema["examples"] = list(examples)
+    if default is not None:
+        schema["default"] = default
+    return {"label": label, "description": description, "schema": schema}
+
+
+def _integer(label: str, description: str, *, default: int | None = None, minimum: int = 1) -> dict:
+    schema: dict = {"type": ["integer", "null"], "minimum": minimum}
+    if default is not None:
+        schema["default"] = default
+    return {"label": label, "description": description, "schema": schema}
+
+
+def _choice(label: str, description: str, values: list[str], default: str) -> dict:
+    return {"label": label, "description": description,
+            "schema": {"type": ["string", "null"], "enum": [*values, None], "default": default}}
+
+
+TRITON = {
+    "connection-type": "triton",
+    "hook-class-name": "llm_release_airflow.hooks.triton.TritonHook",
+    "hook-name": "NVIDIA Triton Inference Server",
+    "ui-field-behaviour": {
+        "hidden-fields": ["login", "password"],
+        "relabeling": {"host": "Triton host", "port": "HTTP port", "schema": "Scheme (http or https)"},
+        "placeholders": {"host": "triton.serving.svc", "port": "8000", "schema": "http"},
+    },
+    "conn-fields": {
+        "model_repository": _text(
+            "Model repository path",
+            "Where workers can read the model repository (the PVC's mount path). Lets a load send each "
+            "model's config.pbtxt and refuse a version that is not installed before asking Triton.",
+            "/models"),
+        "network_timeout": _integer(
+            "Request timeout (s)",
+            "How long one request to Triton may take. Engine loads block until done and take minutes: keep "
+            "this long (default 600).", default=600),
+    },
+}
+
+GATEWAY = {
+    "connection-type": "llm_gateway",
+    "hook-class-name": "llm_release_airflow.hooks.gateway.GatewayHook",
+    "hook-name": "LLM gateway (traffic router: Envoy, Istio, Gateway API)",
+    "ui-field-behaviour": {
+        "hidden-fields": ["login", "password"],
+        "relabeling": {"host": "Gateway host", "port": "Gateway port", "schema": "Scheme (http or https)"},
+        "placeholders": {"host": "llm-gateway.serving.svc", "port": "80", "schema": "http"},
+    },
+    "conn-fields": {
+        "router": _choice(
+            "Router",
+            "How traffic between model versions is routed: envoy (we write Envoy's route and cluster files and "
+            "verify through its admin API), istio (VirtualService + DestinationRule), gatewayapi (HTTPRoute).",
+            ["envoy", "istio", "gatewayapi"], "envoy"),
+        "topology": _choice(
+            "Serving topology",
+            "How release versions map onto Triton: versions (version directories of one model; Envoy's default), "
+            "model_per_release (model <m>_r<N>, for TensorRT-LLM engines), deployment_per_version (one Triton "
+            "per version; the Kubernetes routers' default).",
+            ["versions", "model_per_release", "deployment_per_version"], "versions"),
+        "admin_url": _text("Envoy admin URL (envoy)",
+                           "Envoy's admin API, used to read back what Envoy serves after every change.",
+                           "http://llm-gateway-admin.serving.svc:9901"),
+        "xds_dir": _text("Envoy xDS directory (envoy)",
+                         "The directory Envoy watches for its route (RDS) and cluster (CDS) files; workers must be "
+                         "able to write it.", "/etc/envoy/xds"),
+        "upstream_host": _text("Triton host behind Envoy (envoy)",
+                               "Host Envoy's version clusters send requests to.", "triton.serving.svc"),
+        "upstream_port": _integer("Triton port behind Envoy (envoy)", "Triton's HTTP port as Envoy reaches it."),
+        "shadow_host": _text("Shadow listener host (envoy)",
+                             "Envoy's internal listener that receives mirrored copies (shadow traffic).",
+                             "127.0.0.1"),
+        "shadow_port": _integer("Shadow listener port (envoy)",
+                                "Port of the shadow listener; empty disables shadow traffic."),
+        "backends": {"label": "Triton per version (envoy, deployment_per_version)",
+                     "description": 'Version -> [host, port] of the Triton serving it, as JSON, e.g. '
+                                    '{"1": ["triton-v1.serving.svc", 8000]}.',
+                     "schema": {"type": ["object", "null"]}},
+        "namespace": _text("Kubernetes namespace (istio, gatewayapi)",
+                           "Namespace of the VirtualService / HTTPRoute and the Triton services.", "serving"),
+        "virtual_service": _text("VirtualService (istio)", "Name of the VirtualService that routes the models.",
+                                 "llm-gateway"),
+        "destination_rule": _text("DestinationRule (istio)",
+                                  "Name of the DestinationRule holding one subset per version (default: the "
+                                  "VirtualService's name).", "llm-gateway"),
+        "service_host": _text("Triton Service host (istio)",
+                              "The Kubernetes Service host the VirtualService routes to.",
+                              "triton.serving.svc.cluster.local"),
+        "http_route": _text("HTTPRoute (gatewayapi)", "Name of the HTTPRoute that routes the models.", "llm-gateway"),
+        "service_template": _text("Service per version (gatewayapi)",
+                                  "Name of the Service serving each version; {model} and {version} are replaced.",
+                                  "{model}-v{version}", default="{model}-v{version}"),
+        "kubeconfig": _text("kubeconfig path (istio, gatewayapi)",
+                            "Only outside a cluster: a kubeconfig file on the workers. Empty inside a pod (its "
+                            "service account is used).", "/home/airflow/.kube/config"),
+        "context": _text("kubeconfig context (istio, gatewayapi)",
+                         "The context to use from the kubeconfig (default: its current context).", "prod-eu"),
+    },
+}
+
+ARTIFACTORY = {
+    "connection-type": "artifactory",
+    "hook-class-name": "llm_release_airflow.hooks.artifactory.ArtifactoryHook",
+    "hook-name": "JFrog Artifactory (engines)",
+    "ui-field-behaviour": {
+        "hidden-fields": ["schema", "port"],
+        "relabeling": {"host": "Artifactory URL", "password": "Access token or password",
+                       "login": "User (basic auth only)"},
+        "placeholders": {"host": "https://artifactory.example.com/artifactory",
+                         "login": "empty with an access token"},
+    },
+    "conn-fields": {
+        "repo": _text("Repository", "Key of the generic repository holding the engines (required).",
+                      "llm-engines"),
+        "prefix": _text("Path prefix", "Folder in the repository above <model>/<version>/ (optional).",
+                        "prod/engines"),
+    },
+}
+
+PROMETHEUS = {
+    "connection-type": "prometheus",
+    "hook-class-name": "llm_release_airflow.hooks.prometheus.PrometheusHook",
+    "hook-name": "Prometheus (release metrics)",
+    "ui-field-behaviour": {
+        "hidden-fields": ["login", "password"],
+        "relabeling": {"host": "Prometheus host", "port": "Port", "schema": "Scheme (http or https)"},
+        "placeholders": {"host": "prometheus.monitoring.svc", "port": "9090", "schema": "http"},
+    },
+}
+
+OCI_REGISTRY = {
+    "connection-type": "oci_registry",
+    "hook-class-name": "llm_release_airflow.hooks.oci_registry.OciRegistryHook",
+    "hook-name": "OCI registry (engines)",
+    "ui-field-behaviour": {
+        "hidden-fields": ["schema"],
+        "relabeling": {"host": "Registry host", "login": "User", "password": "Password or token"},
+        "placeholders": {"host": "registry.example.com", "port": "443"},
+    },
+    "conn-fields": {
+        "namespace": _text("Namespace", "Repository namespace the engines are pushed under (default llm-release).",
+                           "llm-release", default="llm-release"),
+        "insecure": {"label": "Plain HTTP",
+                     "description": "Talk to the registry over HTTP instead of HTTPS (local registries only).",
+                     "schema": {"type": ["boolean", "null"], "default": False}},
+    },
+}
+
+CONNECTION_TYPES = [TRITON, GATEWAY, ARTIFACTORY, PROMETHEUS, OCI_REGISTRY]
 
 
 def get_provider_info() -> dict:
@@ -10,82 +172,7 @@ def get_provider_info() -> dict:
         "name": "LLM Release",
         "description": "Release LLM engines served by NVIDIA Triton: build, publish, sync, load, shift traffic, gate, roll back.",
         "versions": ["0.1.0"],
-        "connection-types": [
-            {
-                "connection-type": "triton",
-                "hook-class-name": "llm_release_airflow.hooks.triton.TritonHook",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["login", "password"],
-                    "relabeling": {"host": "Triton host", "port": "HTTP port", "schema": "Scheme (http/https)"},
-                    "placeholders": {"host": "triton.serving.svc", "port": "8000", "schema": "http"},
-                },
-                "conn-fields": {
-                    "model_repository": {"label": "Model repository path",
-                                         "description": "Where this worker can read config.pbtxt files (optional)",
-                                         "schema": {"type": ["string", "null"]}},
-                    "network_timeout": {"label": "Request timeout (s)",
-                                        "description": "Engine loads take minutes; keep this long",
-                                        "schema": {"type": ["integer", "null"], "default": 600}},
-                },
-            },
-            {
-                "connection-type": "llm_gateway",
-                "hook-class-name": "llm_release_airflow.hooks.gateway.GatewayHook",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["login", "password"],
-                    "relabeling": {"host": "Gateway host", "port": "Gateway port"},
-                },
-                "conn-fields": {
-                    "router": {"label": "Router", "schema": {"type": "string", "enum": ["envoy", "istio", "gatewayapi"],
-                                                             "default": "envoy"}},
-                    "namespace": {"label": "Namespace (istio, gatewayapi)", "schema": {"type": ["string", "null"]}},
-                    "virtual_service": {"label": "VirtualService (istio)", "schema": {"type": ["string", "null"]}},
-                    "host": {"label": "Triton Service host (istio)", "schema": {"type": ["string", "null"]}},
-                    "http_route": {"label": "HTTPRoute (gatewayapi)", "schema": {"type": ["string", "null"]}},
-                    "admin_url": {"label": "Envoy admin URL", "schema": {"type": ["string", "null"]}},
-                    "xds_dir": {"label": "Envoy xDS directory", "schema": {"type": ["string", "null"]}},
-                },
-            },
-            {
-                "connection-type": "artifactory",
-                "hook-class-name": "llm_release_airflow.hooks.artifactory.ArtifactoryHook",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port"],
-                    "relabeling": {"host": "Artifactory URL", "password": "Access token or password",
-                                   "login": "User (basic auth only)"},
-                    "placeholders": {"host": "https://artifactory.example.com/artifactory"},
-                },
-                "conn-fields": {
-                    "repo": {"label": "Repository", "description": "Key of the generic repository holding the engines",
-                             "schema": {"type": "string"}},
-                    "prefix": {"label": "Path prefix", "description": "Folder in the repository above <model>/<version>/ (optional)",
-                               "schema": {"type": ["string", "null"]}},
-                },
-            },
-            {
-                "connection-type": "prometheus",
-                "hook-class-name": "llm_release_airflow.hooks.prometheus.PrometheusHook",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["login", "password"],
-                    "relabeling": {"host": "Prometheus host", "port": "Port"},
-                    "placeholders": {"port": "9090", "schema": "http"},
-                },
-            },
-            {
-                "connection-type": "oci_registry",
-                "hook-class-name": "llm_release_airflow.hooks.oci_registry.OciRegistryHook",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema"],
-                    "relabeling": {"host": "Registry host", "login": "User", "password": "Password or token"},
-                    "placeholders": {"host": "registry.example.com", "port": "443"},
-                },
-                "conn-fields": {
-                    "namespace": {"label": "Namespace", "description": "Repository namespace for engines",
-                                  "schema": {"type": ["string", "null"], "default": "llm-release"}},
-                    "insecure": {"label": "Plain HTTP", "schema": {"type": ["boolean", "null"], "default": False}},
-                },
-            },
-        ],
+        "connection-types": CONNECTION_TYPES,
         "hooks": [{"integration-name": "LLM Release", "python-modules": [
             "llm_release_airflow.hooks.triton", "llm_release_airflow.hooks.gateway", "llm_release_airflow.hooks.prometheus",
             "llm_release_airflow.hooks.artifactory", "llm_release_airflow.hooks.oci_registry"]}],

@@ -7,6 +7,10 @@ model) then installs, prunes and loads, so a failing model retries alone. Region
 Variable `llm_release_sync_targets` (JSON list; see llm_release.artifacts.targets). Trigger
 with a config to sync one model, one version, or to dry-run: {"model": "llama", "version": 42,
 "dry_run": true}. A no-op sync downloads nothing.
+
+Paused when first deployed. Unpausing starts one run at once for the latest hour (catchup is
+off), then one every hour. A region whose `scheduled` setting is `dry_run` (the local stack's)
+only reports on scheduled runs; runs triggered by hand sync for real unless `dry_run` is set.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from llm_release_airflow.operators.artifacts import ArtifactSyncOperator, ArtifactSyncPlanOperator
+from llm_release_airflow.retry_policy import fail_now_if_permanent
 
 TARGETS_VARIABLE = "llm_release_sync_targets"
 
@@ -24,6 +29,7 @@ with DAG(
     schedule="@hourly",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    is_paused_upon_creation=True,  # a scheduled sync changes model repositories: a person turns it on
     max_active_runs=1,
     render_template_as_native_obj=True,
     tags=["llm-release", "artifacts"],
@@ -42,30 +48,43 @@ with DAG(
 ) as dag:
 
     @task
-    def sync_targets(params=None) -> list[dict]:
-        """The configured regions (validated), narrowed to the ones asked for."""
+    @fail_now_if_permanent
+    def sync_targets(params=None, dag_run=None) -> list[dict]:
+        """The configured regions (validated), narrowed to the ones asked for, each with whether
+        this run only reports there (asked for, or a scheduled run in a dry-run region)."""
+        import logging
+
         from airflow.sdk import Variable
 
         from llm_release.artifacts.targets import parse_targets
         from llm_release.errors import SpecError
 
-        targets = [t.to_dict() for t in parse_targets(Variable.get(TARGETS_VARIABLE, deserialize_json=True))]
-        wanted = params.get("regions") if params else None
+        params = params or {}
+        targets = parse_targets(Variable.get(TARGETS_VARIABLE, deserialize_json=True))
+        wanted = params.get("regions")
         if wanted:
-            unknown = sorted(set(wanted) - {t["region"] for t in targets})
+            unknown = sorted(set(wanted) - {t.region for t in targets})
             if unknown:
-                raise SpecError("regions", f"unknown regions {unknown}", f"configured: {[t['region'] for t in targets]}")
-            targets = [t for t in targets if t["region"] in wanted]
-        return targets
+                raise SpecError("regions", f"unknown regions {unknown}", f"configured: {[t.region for t in targets]}")
+            targets = [t for t in targets if t.region in wanted]
+        scheduled_run = str(getattr(dag_run, "run_type", "")).lower().endswith("scheduled")
+        work = []
+        for target in targets:
+            dry_run = target.dry_run_for(scheduled_run=scheduled_run, asked=bool(params.get("dry_run")))
+            if dry_run and not params.get("dry_run"):
+                logging.getLogger(__name__).info(
+                    "Region %s: scheduled runs are dry runs there (scheduled=%s in %s); this run only reports. "
+                    "Trigger the DAG by hand to sync, or set scheduled to sync.", target.region, target.scheduled,
+                    TARGETS_VARIABLE)
+            work.append({"target": target.to_dict(), "dry_run": dry_run})
+        return work
 
     plans = ArtifactSyncPlanOperator.partial(
         task_id="plan_region",
         model="{{ params.model }}",
         version="{{ params.version }}",
-        dry_run="{{ params.dry_run }}",
         keep_latest="{{ params.keep_latest }}",
-        retries=2,
-    ).expand(target=sync_targets())
+    ).expand_kwargs(sync_targets())
 
     @task
     def models_to_sync(plans) -> list[dict]:
@@ -76,6 +95,5 @@ with DAG(
         task_id="sync_model",
         version="{{ params.version }}",
         keep_latest="{{ params.keep_latest }}",
-        retries=2,
         max_active_tis_per_dagrun=4,
     ).expand_kwargs(models_to_sync(plans.output))

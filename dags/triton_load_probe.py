@@ -17,6 +17,7 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    is_paused_upon_creation=False,  # only runs when triggered: usable the moment it is deployed
     max_active_runs=1,
     render_template_as_native_obj=True,
     tags=["llm-release", "triton"],
@@ -35,12 +36,10 @@ with DAG(
         version="{{ params.version }}",
         keep_serving="{{ params.keep_serving }}",
         probe=False,
-        retries=2,
     )
     probe = TritonProbeOperator(
         task_id="probe_version",
         model="{{ params.model }}",
         version="{{ params.version }}",
-        retries=1,
     )
     load >> probe

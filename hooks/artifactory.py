@@ -18,18 +18,11 @@ class ArtifactoryHook(BaseHook):
     conn_name_attr = "artifactory_conn_id"
     default_conn_name = "artifactory_default"
     conn_type = "artifactory"
-    hook_name = "JFrog Artifactory"
+    hook_name = "JFrog Artifactory (engines)"  # as in provider_info (what the connection form lists)
 
     def __init__(self, artifactory_conn_id: str = default_conn_name, **kwargs):
         super().__init__(**kwargs)
         self.artifactory_conn_id = artifactory_conn_id
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict:
-        return {"hidden_fields": ["schema", "port"],
-                "relabeling": {"host": "Artifactory URL", "password": "Access token or password",
-                               "login": "User (basic auth only)"},
-                "placeholders": {"host": "https://artifactory.example.com/artifactory"}}
 
     def get_store(self, prefix: str | None = None):
         """The core store for this connection; `prefix` overrides the connection's extra.

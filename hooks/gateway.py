@@ -15,7 +15,7 @@ class GatewayHook(BaseHook):
     conn_name_attr = "gateway_conn_id"
     default_conn_name = "llm_gateway_default"
     conn_type = "llm_gateway"
-    hook_name = "LLM gateway (traffic router)"
+    hook_name = "LLM gateway (traffic router: Envoy, Istio, Gateway API)"  # as in provider_info (what the connection form lists)
 
     def __init__(self, gateway_conn_id: str = default_conn_name, **kwargs):
         super().__init__(**kwargs)
@@ -35,7 +35,7 @@ class GatewayHook(BaseHook):
         from llm_release.errors import SpecError
 
         extra = extras(self._conn)
-        kind = extra.get("router", "envoy")
+        kind = extra.get("router") or "envoy"
         if kind == "envoy":
             return self._envoy(extra)
         if kind in ("istio", "gatewayapi"):
@@ -43,35 +43,72 @@ class GatewayHook(BaseHook):
         raise SpecError(f"connection {self.gateway_conn_id}: extra 'router'", f"{kind!r} is not a known router",
                         "use envoy, istio or gatewayapi")
 
-    @staticmethod
-    def _envoy(extra: dict):
+    def _envoy(self, extra: dict):
         from llm_release.routing.envoy import EnvoyRouter
 
-        shadow = ((extra.get("shadow_host", "127.0.0.1"), int(extra["shadow_port"]))
+        self._require(extra, "envoy", ("admin_url", "xds_dir", "upstream_port"))
+        shadow = ((extra.get("shadow_host") or "127.0.0.1", self._port(extra, "shadow_port"))
                   if extra.get("shadow_port") else None)
-        backends = {int(v): (h, int(p)) for v, (h, p) in (extra.get("backends") or {}).items()}
+        backends = extra.get("backends") or {}
+        if isinstance(backends, str):
+            backends = self._json(backends, "backends")
+        try:
+            backends = {int(v): (h, int(p)) for v, (h, p) in backends.items()}
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise self._bad("backends", f"{extra.get('backends')!r} is not version -> [host, port]",
+                            'write e.g. {"1": ["triton-v1.serving.svc", 8000]}') from exc
         return EnvoyRouter(extra["xds_dir"], extra["admin_url"],
-                           (extra.get("upstream_host", "127.0.0.1"), int(extra["upstream_port"])),
-                           topology=extra.get("topology", "versions"), backends=backends, shadow_listener=shadow)
+                           (extra.get("upstream_host") or "127.0.0.1", self._port(extra, "upstream_port")),
+                           topology=extra.get("topology") or "versions", backends=backends, shadow_listener=shadow)
+
+    def _bad(self, key: str, problem: str, fix: str):
+        from llm_release.errors import SpecError
+
+        return SpecError(f"connection {self.gateway_conn_id}: extra '{key}'", problem, fix)
+
+    def _require(self, extra: dict, kind: str, needed: tuple[str, ...]) -> None:
+        missing = [k for k in needed if extra.get(k) in (None, "")]
+        if missing:
+            raise self._bad(", ".join(missing), "is missing", f"a {kind} gateway needs {', '.join(needed)}")
+
+    def _port(self, extra: dict, key: str) -> int:
+        value = extra.get(key)
+        try:
+            port = int(value)
+        except (TypeError, ValueError):
+            port = 0
+        if not 0 < port < 65536:
+            raise self._bad(key, f"{value!r} is not a TCP port", "give a number between 1 and 65535")
+        return port
+
+    def _json(self, text: str, key: str):
+        import json
+
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise self._bad(key, f"{text!r} is not JSON", "write a JSON object") from exc
 
     def _kubernetes(self, kind: str, extra: dict):
-        from llm_release.errors import SpecError
         from llm_release.routing.gatewayapi import GatewayApiRouter
         from llm_release.routing.istio import IstioRouter
         from llm_release.routing.kubernetes import api_client_from_environment
 
-        needed = ("namespace", "virtual_service", "host") if kind == "istio" else ("namespace", "http_route")
-        missing = [k for k in needed if not extra.get(k)]
-        if missing:
-            raise SpecError(f"connection {self.gateway_conn_id}: extra {missing}", "is missing",
-                            f"a {kind} gateway needs {', '.join(needed)}")
-        client = api_client_from_environment(kubeconfig=extra.get("kubeconfig"), context=extra.get("context"))
-        topology = extra.get("topology", "deployment_per_version")
+        extra = dict(extra)
+        # `service_host` is the form's name for it; connections written before that used `host`.
+        extra["service_host"] = extra.get("service_host") or extra.get("host")
+        self._require(extra, kind, ("namespace", "virtual_service", "service_host") if kind == "istio"
+                      else ("namespace", "http_route"))
+        client = api_client_from_environment(kubeconfig=extra.get("kubeconfig") or None,
+                                             context=extra.get("context") or None)
+        topology = extra.get("topology") or "deployment_per_version"
         if kind == "istio":
             return IstioRouter(client, namespace=extra["namespace"], virtual_service=extra["virtual_service"],
-                               host=extra["host"], destination_rule=extra.get("destination_rule"), topology=topology)
+                               host=extra["service_host"], destination_rule=extra.get("destination_rule") or None,
+                               topology=topology)
         return GatewayApiRouter(client, namespace=extra["namespace"], http_route=extra["http_route"],
-                                service_template=extra.get("service_template", "{model}-v{version}"), topology=topology)
+                                service_template=extra.get("service_template") or "{model}-v{version}",
+                                topology=topology)
 
     def get_conn(self):
         return self.router

@@ -17,17 +17,11 @@ class OciRegistryHook(BaseHook):
     conn_name_attr = "oci_conn_id"
     default_conn_name = "oci_registry_default"
     conn_type = "oci_registry"
-    hook_name = "OCI registry"
+    hook_name = "OCI registry (engines)"  # as in provider_info (what the connection form lists)
 
     def __init__(self, oci_conn_id: str = default_conn_name, **kwargs):
         super().__init__(**kwargs)
         self.oci_conn_id = oci_conn_id
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict:
-        return {"hidden_fields": ["schema"],
-                "relabeling": {"host": "Registry host", "login": "User", "password": "Password or token"},
-                "placeholders": {"host": "registry.example.com", "port": "443"}}
 
     def get_store(self, namespace: str | None = None):
         from llm_release.artifacts.stores.oci import OciStore

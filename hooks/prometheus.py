@@ -13,7 +13,7 @@ class PrometheusHook(BaseHook):
     conn_name_attr = "prometheus_conn_id"
     default_conn_name = "prometheus_default"
     conn_type = "prometheus"
-    hook_name = "Prometheus"
+    hook_name = "Prometheus (release metrics)"  # as in provider_info (what the connection form lists)
 
     def __init__(self, prometheus_conn_id: str = default_conn_name, **kwargs):
         super().__init__(**kwargs)

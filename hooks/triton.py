@@ -15,16 +15,11 @@ class TritonHook(BaseHook):
     conn_name_attr = "triton_conn_id"
     default_conn_name = "triton_default"
     conn_type = "triton"
-    hook_name = "NVIDIA Triton"
+    hook_name = "NVIDIA Triton Inference Server"  # as in provider_info (what the connection form lists)
 
     def __init__(self, triton_conn_id: str = default_conn_name, **kwargs):
         super().__init__(**kwargs)
         self.triton_conn_id = triton_conn_id
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict:
-        return {"hidden_fields": ["login", "password"],
-                "relabeling": {"host": "Triton host", "port": "HTTP port", "schema": "Scheme (http/https)"}}
 
     @cached_property
     def client(self):

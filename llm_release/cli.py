@@ -62,12 +62,84 @@ def cmd_stack_status(args) -> int:
 
 
 def cmd_stack_env(args) -> int:
+    import shlex
+
+    from llm_release.stack.local import s3_client_env
+
     state = _stack(args).read_state()
     if not state:
         print("no stack running; start one with `llm-release stack up`", file=sys.stderr)
         return 3
     print(Path(state["connections"]["env"]).read_text(), end="")
-    print(f"export LLM_RELEASE_STATE_DIR={state['state_dir']}")
+    # The CLI (publish, sync) reaches the stack's S3 with the standard AWS variables.
+    for key, value in {**s3_client_env(state), "LLM_RELEASE_STATE_DIR": state["state_dir"]}.items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def _airflow(args):
+    from llm_release.stack.airflow import LocalAirflow
+
+    return LocalAirflow(args.state_dir)
+
+
+def cmd_airflow_up(args) -> int:
+    airflow = _airflow(args)
+    try:
+        state = airflow.up(port=args.port, host=args.host, dags_folder=args.dags_folder, timeout_s=args.timeout)
+    except StackAlreadyRunning as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(state | {"login": dict(zip(("user", "password"), airflow.login()))}, indent=2))
+        return 0
+    user, password = airflow.login()
+    print(f"Airflow {state.get('version') or ''} up in {state['start_s']:.0f} s (state in {airflow.root})")
+    print(f"  UI and REST API  {state['url']}")
+    print(f"  login            {user} / {password}   (kept in {airflow.passwords_file})")
+    for dag in state["dags"]:
+        if "import_error" in dag:
+            print(f"  DAG import error {dag['import_error']}: {' '.join(dag['detail'])}")
+            continue
+        schedule = dag.get("schedule") or "None"
+        note = "paused: unpause it in the UI to start its schedule" if dag["is_paused"] else "active"
+        print(f"  DAG              {dag['dag_id']:<20} schedule {schedule:<8} {note}")
+    print(f"  connections      {', '.join(state['connections'])} (Admin > Connections)")
+    print(f"  variables        {', '.join(state['variables'])} (Admin > Variables)")
+    print(f"  airflow CLI      export AIRFLOW_HOME={airflow.home}")
+    print(f"  logs             {airflow.logs}/ (components), {airflow.home / 'logs'}/ (tasks)")
+    return 0
+
+
+def cmd_airflow_down(args) -> int:
+    stopped = _airflow(args).down()
+    print("stopped: " + (", ".join(f"airflow {c}" for c in stopped) if stopped else "no Airflow was running"))
+    return 0
+
+
+def cmd_airflow_status(args) -> int:
+    status = _airflow(args).status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+    elif not status["components"]:
+        print(f"no Airflow in {status['root']}; start one with `llm-release airflow up`")
+    else:
+        print(f"Airflow at {status['url']} (AIRFLOW_HOME={status['home']})")
+        for name, comp in status["components"].items():
+            health = "healthy" if comp["healthy"] else ("running, unhealthy" if comp["running"] else "down")
+            print(f"  {name:<14} {health:<19} ({comp['detail']}; log {comp['log']})")
+    if not status["components"]:
+        return 3
+    return 0 if status.get("healthy") else 1
+
+
+def cmd_airflow_env(args) -> int:
+    airflow = _airflow(args)
+    if not airflow.read_state():
+        print("no Airflow running; start one with `llm-release airflow up`", file=sys.stderr)
+        return 3
+    for key, value in airflow.env().items():
+        print(f"export {key}={value}")
     return 0
 
 
@@ -221,7 +293,9 @@ def cmd_rehearse(args) -> int:
     summary = run_rehearsal(cfg)
     print()
     print(format_summary(summary))
-    return 0 if summary.get("traffic", {}).get("split_ok") and not summary["traffic"]["errors"] else 1
+    traffic = summary.get("traffic", {})
+    metrics_agree = summary.get("prometheus", {}).get("counts_match_clients")
+    return 0 if traffic.get("split_ok") and not traffic["errors"] and metrics_agree else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,13 +308,31 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_text in (("up", cmd_stack_up, "start every component"),
                                 ("down", cmd_stack_down, "stop every component, leave no process"),
                                 ("status", cmd_stack_status, "URL and health of each component"),
-                                ("env", cmd_stack_env, "print AIRFLOW_CONN_* exports for the running stack")):
+                                ("env", cmd_stack_env, "print AIRFLOW_CONN_* and AWS_* exports for the running stack")):
         p = stack_sub.add_parser(name, help=help_text)
         p.add_argument("--state-dir", help="stack state directory (default $LLM_RELEASE_STATE_DIR or ~/.local/state/llm-release/stack)")
         if name in ("up", "status"):
             p.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "up":
             p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for health")
+        p.set_defaults(func=fn)
+
+    af = sub.add_parser("airflow", help="a local Airflow (API server, scheduler, DAG processor, triggerer) on the stack")
+    af_sub = af.add_subparsers(dest="action", required=True)
+    for name, fn, help_text in (("up", cmd_airflow_up, "start Airflow against the running stack, wait until usable"),
+                                ("down", cmd_airflow_down, "stop every Airflow process"),
+                                ("status", cmd_airflow_status, "health of each Airflow component"),
+                                ("env", cmd_airflow_env, "print AIRFLOW_HOME for airflow CLI commands")):
+        p = af_sub.add_parser(name, help=help_text)
+        p.add_argument("--state-dir", help="the stack's state directory (default $LLM_RELEASE_STATE_DIR or "
+                                           "~/.local/state/llm-release/stack)")
+        if name in ("up", "status"):
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "up":
+            p.add_argument("--port", type=int, help="UI/API port (default 8080, or a free one when 8080 is taken)")
+            p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+            p.add_argument("--dags-folder", type=Path, help="DAG folder (default: this checkout's dags/)")
+            p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait until usable")
         p.set_defaults(func=fn)
 
     ck = sub.add_parser("checkpoint", help="write a reference checkpoint (deterministic)")

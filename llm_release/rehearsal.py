@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from llm_release.errors import MetricsError
 from llm_release.loadgen import send_generate_requests
 from llm_release.metrics.prometheus import PrometheusClient
 from llm_release.stack.local import LocalStack, gateway_router
@@ -45,7 +46,7 @@ def run_rehearsal(cfg: RehearsalConfig, log: Callable[[str], None] = print) -> d
 
     stack = LocalStack(cfg.state_dir)
     summary: dict = {"model": cfg.model, "steps": []}
-    work = Path(cfg.state_dir) / "rehearsal"
+    work = Path(cfg.state_dir)  # checkpoints and engines sit beside the stack's own state
 
     def step(name: str, fn):
         log(f"==> {name}")
@@ -58,7 +59,7 @@ def run_rehearsal(cfg: RehearsalConfig, log: Callable[[str], None] = print) -> d
 
     if not stack.is_running():
         # A rehearsal starts from nothing: earlier engines and model versions are not evidence.
-        for leftover in (work, stack.model_repository):
+        for leftover in [stack.model_repository, *work.glob("checkpoint-seed*"), *work.glob("engine-v*")]:
             shutil.rmtree(leftover, ignore_errors=True)
     state = step("start the local stack", stack.up)
     try:
@@ -91,9 +92,14 @@ def run_rehearsal(cfg: RehearsalConfig, log: Callable[[str], None] = print) -> d
         weights = {stable: 100 - cfg.canary_weight, canary: cfg.canary_weight}
         router = gateway_router(state)
         step(f"route {weights} on the gateway", lambda: router.set_weights(cfg.model, weights))
+        prom = PrometheusClient(comps["prometheus"]["url"])
+        # Counters before the traffic (the probes above went to Triton directly), read from a
+        # scrape taken after the probes, so the figures below count exactly the rehearsal's requests.
+        before = step("read the counters before the traffic", lambda: _counters_after(prom, cfg.model, time.time()))
         url = f"{comps['envoy']['url']}/v2/models/{cfg.model}/generate"
         load = step(f"send {cfg.requests} requests through the gateway",
                     lambda: send_generate_requests(url, count=cfg.requests, concurrency=cfg.concurrency))
+        traffic_end = time.time()
         lo, hi = binomial_interval(cfg.requests, cfg.canary_weight / 100, 0.99)
         measured = load.by_version.get(str(canary), 0)
         summary["traffic"] = {
@@ -103,7 +109,7 @@ def run_rehearsal(cfg: RehearsalConfig, log: Callable[[str], None] = print) -> d
             "p50_ms": load.percentile_ms(50), "p95_ms": load.percentile_ms(95),
         }
         summary["prometheus"] = step("read per-version metrics back from Prometheus",
-                                     lambda: _read_metrics(comps["prometheus"]["url"], cfg.model, load.by_version))
+                                     lambda: _read_metrics(prom, cfg.model, load.by_version, before, traffic_end))
     finally:
         if not cfg.keep_stack:
             step("stop the local stack", stack.down)
@@ -114,25 +120,59 @@ def run_rehearsal(cfg: RehearsalConfig, log: Callable[[str], None] = print) -> d
     return summary
 
 
-def _read_metrics(prom_url: str, model: str, expected: dict) -> dict:
-    """Wait until Prometheus has scraped every request, then read per-version figures."""
-    prom = PrometheusClient(prom_url)
-    total = sum(expected.values())
-    success = f'sum by (version) (nv_inference_request_success{{model="{model}"}})'
-    # Probes went to each version too, so Triton counts at least what the load generator saw.
-    prom.wait_for(success, lambda s: sum(x.value for x in s) >= total, timeout_s=30)
-    by_version = prom.values_by(success, "version")
-    mean_ms = prom.values_by(
-        f'sum by (version) (nv_inference_request_duration_us{{model="{model}"}}) / '
-        f'sum by (version) (nv_inference_request_success{{model="{model}"}}) / 1000', "version")
-    gateway_query = (f'sum by (envoy_cluster_name) (envoy_cluster_upstream_rq_xx{{envoy_cluster_name=~"{model}_v[0-9]+",'
-                     f'envoy_response_code_class="2"}})')
-    prom.wait_for(gateway_query, lambda s: sum(x.value for x in s) >= total, timeout_s=30)
-    gateway = prom.values_by(gateway_query, "envoy_cluster_name")
+# Envoy flushes its counters to /stats/prometheus every second (stats_flush_interval, the
+# stack's bootstrap): a scrape must start that long after the last request to include it.
+ENVOY_FLUSH_S = 1.0
+
+
+def _series(model: str) -> dict[str, tuple[str, str]]:
+    """name -> (series selector, the label that names the version)."""
     return {
-        "triton_success_by_version": by_version,
-        "triton_mean_request_ms_by_version": {k: round(v, 2) for k, v in mean_ms.items()},
-        "gateway_2xx_by_cluster": gateway,
+        "triton_success": (f'nv_inference_request_success{{model="{model}"}}', "version"),
+        "triton_duration_us": (f'nv_inference_request_duration_us{{model="{model}"}}', "version"),
+        "gateway_2xx": (f'envoy_cluster_upstream_rq_xx{{envoy_cluster_name=~"{model}_v[0-9]+",'
+                        f'envoy_response_code_class="2"}}', "envoy_cluster_name"),
+    }
+
+
+def _counters_after(prom: PrometheusClient, model: str, since: float, *, timeout_s: float = 30.0) -> dict:
+    """Every counter, summed per version, as of a scrape that began ENVOY_FLUSH_S after `since`
+    (unix time).
+
+    Waits on Prometheus' own sample timestamps rather than on the values: a sum that merely
+    reaches the expected total can be made up of probes and still miss the last requests.
+    """
+    deadline = time.monotonic() + timeout_s
+    series = _series(model)
+    while True:
+        stamps = [s.value for name in ("triton_success", "gateway_2xx")
+                  for s in prom.query(f"timestamp({series[name][0]})")]
+        if stamps and min(stamps) >= since + ENVOY_FLUSH_S:
+            return {name: prom.values_by(f"sum by ({label}) ({selector})", label)
+                    for name, (selector, label) in series.items()}
+        if time.monotonic() > deadline:
+            raise MetricsError(f"Prometheus has no scrape of {model}'s counters from after {since:.0f} within "
+                               f"{timeout_s:.0f} s (latest sample times {stamps})")
+        time.sleep(0.25)
+
+
+def _read_metrics(prom: PrometheusClient, model: str, expected: dict, before: dict, traffic_end: float) -> dict:
+    """Per-version figures for the rehearsal's traffic alone: counters after minus before."""
+    after = _counters_after(prom, model, traffic_end)
+
+    def delta(name: str, key=lambda k: k) -> dict[str, float]:
+        return {key(k): round(v - before[name].get(k, 0.0), 3) for k, v in after[name].items()
+                if v - before[name].get(k, 0.0) > 0}
+
+    triton = delta("triton_success")
+    gateway = delta("gateway_2xx", key=lambda cluster: cluster.rsplit("_v", 1)[1])
+    duration = delta("triton_duration_us")
+    clients = {k: float(v) for k, v in expected.items()}
+    return {
+        "triton_success_by_version": triton,
+        "triton_mean_request_ms_by_version": {v: round(duration.get(v, 0.0) / n / 1000, 2) for v, n in triton.items()},
+        "gateway_2xx_by_version": gateway,
+        "counts_match_clients": triton == clients and gateway == clients,
     }
 
 
@@ -147,9 +187,11 @@ def format_summary(summary: dict) -> str:
                   f"Canary share inside its 99% binomial interval {t['canary_99pct_interval']}: {t['split_ok']}"]
     p = summary.get("prometheus")
     if p:
-        lines += ["Prometheus: nv_inference_request_success by version " + json.dumps(p["triton_success_by_version"]),
-                  "            mean request ms by version " + json.dumps(p["triton_mean_request_ms_by_version"]),
-                  "            gateway 2xx by version cluster " + json.dumps(p["gateway_2xx_by_cluster"])]
+        lines += ["Prometheus, during the traffic only (probes excluded):",
+                  "  Triton nv_inference_request_success by version " + json.dumps(p["triton_success_by_version"]),
+                  "  Triton mean request ms by version " + json.dumps(p["triton_mean_request_ms_by_version"]),
+                  "  gateway 2xx by version " + json.dumps(p["gateway_2xx_by_version"]),
+                  f"  both equal what the clients saw: {p['counts_match_clients']}"]
     if summary.get("summary_file"):
         lines += ["", f"Summary written to {summary['summary_file']}"]
     return "\n".join(lines)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from llm_release.errors import SpecError, TritonError
+from llm_release.errors import ModelNotFound, SpecError, TritonError
 
 READY = "READY"
 
@@ -118,10 +118,14 @@ class TritonControl:
             pbtxt = self.model_repository / model / "config.pbtxt"
             if pbtxt.exists():
                 return config_from_pbtxt(pbtxt.read_text())
+            raise ModelNotFound(f"model {model!r} is not in the model repository {self.model_repository} "
+                                f"(no {pbtxt}); install an engine for it first")
+        if model not in {entry.get("name") for entry in self.repository_index()}:
+            raise ModelNotFound(f"model {model!r} is not in Triton's model repository at {self.base_url}; "
+                                "install an engine for it first")
         raise TritonError(
             f"no config for model {model!r}: it is not loaded and no readable config.pbtxt "
-            "(set model_repository on the Triton connection, or pass the config)"
-        )
+            "(set model_repository on the Triton connection, or pass the config)", permanent=True)
 
     # -- load / unload -------------------------------------------------------------------
     def load_versions(self, model: str, versions, *, config: dict | None = None, wait_s: float = 600.0) -> list[int]:
@@ -140,6 +144,9 @@ class TritonControl:
         resp = self._post(f"/v2/repository/models/{model}/load", {"parameters": {"config": json.dumps(base)}},
                           timeout=wait_s)
         if resp.status_code != 200:
+            if model not in {entry.get("name") for entry in self.repository_index()}:
+                raise ModelNotFound(f"loading {model} versions {versions} failed: {model!r} is not in Triton's "
+                                    f"model repository ({self._error_text(resp)})")
             raise TritonError(f"loading {model} versions {versions} failed: {self._error_text(resp)}")
         # Load blocks until done, so anything not READY now failed (Triton skips a specific
         # version without a directory and still answers 200): give the index a moment, no more.
@@ -153,7 +160,7 @@ class TritonControl:
         model_dir = self.model_repository / model
         missing = [v for v in versions if not (model_dir / str(v)).is_dir()]
         if missing:
-            raise TritonError(
+            raise ModelNotFound(
                 f"{model}: no version directory for {missing} in {model_dir}; install the engine first")
 
     def unload_versions(self, model: str, versions, *, wait_s: float = 600.0) -> list[int]:

@@ -6,10 +6,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from airflow.sdk import BaseOperator
+from llm_release_airflow.retry_policy import ReleaseOperator
 
 
-class PublishOperator(BaseOperator):
+class PublishOperator(ReleaseOperator):
     """Publish a built engine directory once, immutably, to an artifact store.
 
     A retry with identical bytes is a no-op; other bytes under a published version fail the task.
@@ -32,6 +32,12 @@ class PublishOperator(BaseOperator):
 
         store = store_for_source(self.destination)
         result = publish_engine(Path(self.engine_dir), store, log=self.log)
+        if result.uploaded:
+            self.log.info("Published %s v%s to %s as %s (%.1f MiB) in %.1f s", result.model, result.version,
+                          result.store, result.manifest_digest, result.archive_bytes / 2**20, result.seconds)
+        else:
+            self.log.info("%s v%s was already published to %s with these bytes (%s): nothing uploaded",
+                          result.model, result.version, result.store, result.manifest_digest)
         return result.to_dict()
 
 
@@ -47,7 +53,7 @@ def _sync_options(model, version, dry_run, keep_latest):
     )
 
 
-class _RegionOperator(BaseOperator):
+class _RegionOperator(ReleaseOperator):
     """Shared by the plan and sync operators: one region's target, store and Triton."""
 
     template_fields: Sequence[str] = ("target", "model", "version", "dry_run", "keep_latest")
@@ -140,5 +146,9 @@ class ArtifactSyncOperator(_RegionOperator):
         report = run_sync(store, target.model_repository, options, triton=triton, listing=listing, log=self.log)
         doc = report.to_dict() | {"region": target.region}
         self._write_report(doc, f"sync-{target.region}-{self.model or 'all'}-{context['run_id']}.json")
+        self.log.info("Region %s: %s", target.region, report.summary())
+        for model, versions in sorted(report.loaded.items()):
+            self.log.info("Region %s: %s versions %s are READY in Triton", target.region, model,
+                          ", ".join(f"v{v}" for v in versions))
         raise_for_report(report)
         return doc

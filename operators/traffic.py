@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from airflow.sdk import BaseOperator
+from llm_release_airflow.retry_policy import ReleaseOperator
 
 
 def _flag(value) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
-class TrafficShiftOperator(BaseOperator):
+class TrafficShiftOperator(ReleaseOperator):
     """Route `model`'s traffic: a weighted split, A/B header routes, a shadow mirror, or a switch.
 
     Every version that would get traffic must be READY in Triton and answer a probe first.
@@ -74,10 +74,13 @@ class TrafficShiftOperator(BaseOperator):
         triton = TritonHook(triton_conn_id=self.triton_conn_id).get_conn() if _flag(self.check_ready) else None
         result = shift_traffic(GatewayHook(gateway_conn_id=self.gateway_conn_id).get_conn(), target,
                                triton=triton, probe=_flag(self.probe), log=self.log)
+        self.log.info("%s now routes %s (was %s), applied and read back from the gateway in %.2f s", target.model,
+                      result.applied.describe(), result.previous.describe() if result.previous else "no route",
+                      result.seconds)
         return result.to_dict()
 
 
-class TrafficRollbackOperator(BaseOperator):
+class TrafficRollbackOperator(ReleaseOperator):
     """Restore a routing saved by TrafficShiftOperator (its XCom "previous"), exactly.
 
     :param previous: the RoutingState dict to restore, e.g.
@@ -101,5 +104,6 @@ class TrafficRollbackOperator(BaseOperator):
             raise SpecError("previous", f"{self.previous!r} is not a saved routing state",
                             "pass the 'previous' of a TrafficShiftOperator result")
         restored = GatewayHook(gateway_conn_id=self.gateway_conn_id).get_conn().apply(RoutingState.from_dict(self.previous))
-        self.log.info("Restored %s routing: %s", restored.model, restored.to_dict())
+        self.log.info("Rolled %s back: the gateway routes %s again, as before the shift", restored.model,
+                      restored.describe())
         return restored.to_dict()

@@ -1,15 +1,18 @@
 """Load a model version in Triton beside the serving ones, then prove it answers.
 
-Thin: arguments, one call into llm_release.triton_control, a result for XCom. Safe to retry:
-loading a set that is already loaded changes nothing.
+Thin: arguments, one call into llm_release.triton_control, a result for XCom and a sentence in
+the task log. Safe to retry: loading a set that is already loaded changes nothing. A model or
+version that is not in the repository fails at once (no retries); Triton being unreachable
+retries with backoff (llm_release_airflow.retry_policy).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from functools import cached_property
 
-from airflow.sdk import BaseOperator
+from llm_release_airflow.retry_policy import ReleaseOperator
 
 
 def _as_bool(value) -> bool:
@@ -18,7 +21,7 @@ def _as_bool(value) -> bool:
     return bool(value)
 
 
-class TritonLoadOperator(BaseOperator):
+class TritonLoadOperator(ReleaseOperator):
     """Make `version` of `model` READY without unloading the versions that serve traffic.
 
     :param model: Triton model name.
@@ -58,22 +61,32 @@ class TritonLoadOperator(BaseOperator):
 
         version = parse_version(self.version)
         triton = self.hook.get_conn()
+        started = time.monotonic()
         if self.topology == "model_per_release":
             served = ModelPerRelease(triton)
+            name = served.name(self.model, version)
             serving = served.ready_versions(self.model)
-            self.log.info("Loading %s beside %s", served.name(self.model, version), serving or "nothing")
+            self.log.info("Loading %s beside %s", name, _versions(serving))
             ready = served.load(self.model, version)
+            self.log.info("%s v%s (Triton model %s) is READY after %.1f s; releases READY now: %s",
+                          self.model, version, name, time.monotonic() - started, _versions(ready))
             result = {"model": self.model, "version": version, "ready_versions": ready, "previously_ready": serving}
             if _as_bool(self.probe):
-                result["probe"] = served.probe(self.model, version).__dict__
+                probe = served.probe(self.model, version)
+                self.log.info("Probe of %s answered in %.1f ms: %r", name, probe.latency_ms, probe.text)
+                result["probe"] = probe.__dict__
             return result
         if self.topology != "versions":
             raise SpecError("topology", f"{self.topology!r} is not supported here",
                             "use versions or model_per_release (a deployment per version loads on its own Triton)")
         serving = triton.ready_versions(self.model)
         wanted = sorted(set(serving) | {version}) if _as_bool(self.keep_serving) else [version]
-        self.log.info("Loading %s versions %s (serving now: %s)", self.model, wanted, serving or "none")
+        self.log.info("Loading %s versions %s (serving now: %s)", self.model, wanted, _versions(serving))
         ready = triton.load_versions(self.model, wanted, wait_s=self.load_timeout)
+        kept = [v for v in serving if v in ready and v != version]
+        self.log.info("%s v%s is READY%s after %.1f s; READY now: %s%s", self.model, version,
+                      f" beside {_versions(kept)}" if kept else "", time.monotonic() - started, _versions(ready),
+                      " (it was already loaded)" if version in serving else "")
         result = {"model": self.model, "version": version, "ready_versions": ready, "previously_ready": serving}
         if _as_bool(self.probe):
             probe = triton.probe(self.model, version)
@@ -82,7 +95,11 @@ class TritonLoadOperator(BaseOperator):
         return result
 
 
-class TritonProbeOperator(BaseOperator):
+def _versions(versions) -> str:
+    return ", ".join(f"v{v}" for v in versions) if versions else "none"
+
+
+class TritonProbeOperator(ReleaseOperator):
     """Send a real inference to exactly one version and fail unless it answers with text.
 
     Health endpoints can answer 200 while a Python-backend stub is dead; only an answer counts.
@@ -107,5 +124,6 @@ class TritonProbeOperator(BaseOperator):
         version = parse_version(self.version)
         probe = TritonHook(triton_conn_id=self.triton_conn_id).get_conn().probe(
             self.model, version, prompt=self.prompt, max_tokens=self.max_tokens)
-        self.log.info("%s v%s answered in %.1f ms: %r", self.model, version, probe.latency_ms, probe.text)
+        self.log.info("%s v%s answered a real inference in %.1f ms: %r", self.model, version, probe.latency_ms,
+                      probe.text)
         return probe.__dict__

@@ -28,16 +28,26 @@ class SourceSpec:
         return asdict(self)
 
 
+# What a scheduled (not hand-triggered) sync does in a region: "sync" installs and loads what
+# is new (production), "dry_run" only reports it (a laptop's local stack, a region being set up).
+SCHEDULED_MODES = ("sync", "dry_run")
+
+
 @dataclass(frozen=True)
 class SyncTarget:
     region: str
     model_repository: str
     triton_conn_id: str | None
     source: SourceSpec
+    scheduled: str = "sync"
 
     def to_dict(self) -> dict:
         return {"region": self.region, "model_repository": self.model_repository,
-                "triton_conn_id": self.triton_conn_id, "source": self.source.to_dict()}
+                "triton_conn_id": self.triton_conn_id, "source": self.source.to_dict(), "scheduled": self.scheduled}
+
+    def dry_run_for(self, *, scheduled_run: bool, asked: bool) -> bool:
+        """Whether a run changes nothing here: asked for, or a scheduled run in a dry-run region."""
+        return asked or (scheduled_run and self.scheduled == "dry_run")
 
 
 def _text(doc: dict, key: str, where: str, *, required: bool = True) -> str | None:
@@ -76,9 +86,14 @@ def parse_targets(doc) -> list[SyncTarget]:
         where = f"targets[{i}]"
         if not isinstance(item, dict):
             raise SpecError(where, f"{item!r} is not an object", "give region, model_repository, triton_conn_id, source")
-        unknown = set(item) - {"region", "model_repository", "triton_conn_id", "source"}
+        unknown = set(item) - {"region", "model_repository", "triton_conn_id", "source", "scheduled"}
         if unknown:
-            raise SpecError(where, f"unknown keys {sorted(unknown)}", "allowed: region, model_repository, triton_conn_id, source")
+            raise SpecError(where, f"unknown keys {sorted(unknown)}",
+                            "allowed: region, model_repository, triton_conn_id, source, scheduled")
+        scheduled = item.get("scheduled", "sync")
+        if scheduled not in SCHEDULED_MODES:
+            raise SpecError(f"{where}.scheduled", f"{scheduled!r} is not a scheduled-run mode",
+                            "use sync (scheduled runs install and load) or dry_run (they only report)")
         region = _text(item, "region", where)
         if not _REGION.match(region):
             raise SpecError(f"{where}.region", f"{region!r} is not a region name", "use lower-case letters, digits and -")
@@ -90,5 +105,5 @@ def parse_targets(doc) -> list[SyncTarget]:
             raise SpecError(f"{where}.model_repository", f"{repo!r} is not an absolute path", "use the PVC's mount path")
         targets.append(SyncTarget(region=region, model_repository=repo,
                                   triton_conn_id=_text(item, "triton_conn_id", where, required=False),
-                                  source=parse_source(item.get("source"), f"{where}.source")))
+                                  source=parse_source(item.get("source"), f"{where}.source"), scheduled=scheduled))
     return targets

@@ -107,7 +107,7 @@ def api_client_from_environment(kubeconfig: str | None = None, context: str | No
                                     client_configuration=configuration, persist_config=False)
     except (k8s_config.ConfigException, OSError) as exc:
         raise RoutingError(f"no Kubernetes credentials: not in a pod, and no usable kubeconfig ({exc}); "
-                           "check the kubeconfig/service account") from exc
+                           "check the kubeconfig/service account", permanent=True) from exc
     return k8s.ApiClient(configuration)
 
 
@@ -361,20 +361,22 @@ class _KubernetesRouter(TrafficRouter):
             raise RoutingError(f"Kubernetes API at {host} unreachable ({verb} {self._where(ref)}): {exc}") from exc
 
     def _api_error(self, exc: ApiException, verb: str, ref: _Ref) -> RoutingError:
-        """An error that says what to fix; none of these is worth a retry."""
+        """An error that says what to fix; a refusal (4xx) is permanent, a server error is not."""
         message, where = _status_message(exc), self._where(ref)
         if exc.status in (401, 403):
             return RoutingError(f"Kubernetes API refused to {verb} {where} (HTTP {exc.status} {exc.reason}: "
                                 f"{message}); check the kubeconfig/service account and its RBAC (get and update on "
-                                f"{ref.plural}.{self.api_group} in namespace {self.namespace})")
+                                f"{ref.plural}.{self.api_group} in namespace {self.namespace})", permanent=True)
         if exc.status == 404:
             return RoutingError(f"{where} not found (HTTP 404: {message}); create it with the Helm chart first "
                                 f"(charts/llm-release-serving with traffic.provider={self.provider}), which also "
-                                f"needs the {self.api_group}/{self.api_version} CRDs installed")
+                                f"needs the {self.api_group}/{self.api_version} CRDs installed", permanent=True)
         if exc.status == 400 and "unknown field" in message:
             return RoutingError(f"Kubernetes API rejected the {where} we wrote (HTTP 400: {message}); the "
-                                f"cluster's CRDs are older than this router needs: {self.crd_hint}")
-        return RoutingError(f"Kubernetes API answered HTTP {exc.status} to {verb} {where}: {message}")
+                                f"cluster's CRDs are older than this router needs: {self.crd_hint}", permanent=True)
+        # Other 4xx answers refuse what we sent; a 5xx or 429 may pass on a later try.
+        return RoutingError(f"Kubernetes API answered HTTP {exc.status} to {verb} {where}: {message}",
+                            permanent=400 <= (exc.status or 0) < 500 and exc.status != 429)
 
     def _where(self, ref: _Ref | None = None) -> str:
         ref = ref or self._object

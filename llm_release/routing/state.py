@@ -64,6 +64,15 @@ class RoutingState:
         """Blue-green: all ordinary traffic to `version`, header routes and mirror cleared."""
         return RoutingState(self.model, {version: 100})
 
+    def describe(self) -> str:
+        """The routing in words for logs: 'v1 90%, v2 10%; x-experiment=B -> v2; mirror 100% to v3'."""
+        text = ", ".join(f"v{v} {w}%" for v, w in sorted(self.weights.items()))
+        if self.header_routes:
+            text += "; " + ", ".join(f"{self.header}={k} -> v{v}" for k, v in sorted(self.header_routes.items()))
+        if self.mirror_version and self.mirror_percent:
+            text += f"; mirror {self.mirror_percent}% to v{self.mirror_version}"
+        return text
+
     def to_dict(self) -> dict:
         return {"model": self.model, "weights": {str(v): w for v, w in sorted(self.weights.items())},
                 "header": self.header, "header_routes": dict(sorted(self.header_routes.items())),

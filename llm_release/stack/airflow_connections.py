@@ -24,13 +24,18 @@ SYNC_TARGETS_VARIABLE = "llm_release_sync_targets"
 
 
 def variables_for(state: dict) -> dict[str, object]:
-    """Airflow Variables the DAGs read: the stack is one region syncing from its S3."""
+    """Airflow Variables the DAGs read: the stack is one region syncing from its S3.
+
+    Its scheduled syncs are dry runs: unpausing the hourly DAG on a laptop reports what it
+    would install and changes nothing; a run triggered by hand syncs for real.
+    """
     return {
         SYNC_TARGETS_VARIABLE: [{
             "region": "local",
             "model_repository": state["model_repository"],
             "triton_conn_id": TRITON_CONN_ID,
             "source": {"kind": "s3", "conn_id": S3_CONN_ID, "bucket": ARTIFACT_BUCKET, "prefix": ARTIFACT_PREFIX},
+            "scheduled": "dry_run",
         }],
     }
 
@@ -45,8 +50,7 @@ def connections_for(state: dict, *, s3_keys: tuple[str, str, str]) -> dict[str, 
             "host": "127.0.0.1",
             "port": ports["triton_http"],
             "schema": "http",
-            "extra": {"grpc_port": ports["triton_grpc"], "metrics_url": comps["triton"]["metrics_url"],
-                      "model_repository": state["model_repository"], "network_timeout": 600},
+            "extra": {"model_repository": state["model_repository"], "network_timeout": 600},
         },
         GATEWAY_CONN_ID: {
             "conn_type": "llm_gateway",

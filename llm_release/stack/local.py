@@ -209,11 +209,16 @@ class LocalStack:
 
     # -- down -----------------------------------------------------------------------------
     def down(self) -> list[str]:
-        """Stop every component (and any process that escaped its group); return what was stopped."""
+        """Stop every component (and any process that escaped its group); return what was stopped.
+
+        An Airflow started on this stack (`llm-release airflow up`) is stopped first: it would
+        only fail against a stack that is gone."""
+        from llm_release.stack.airflow import LocalAirflow
+
+        stopped = [f"airflow {c}" for c in LocalAirflow(self.state_dir).down()]
         state = self.read_state()
         if not state:
-            return []
-        stopped = []
+            return stopped
         comps = state["components"]
         # The gateway goes first: its keep-alive connections would hold Triton in its exit timeout.
         if "envoy" in comps:
@@ -231,6 +236,12 @@ class LocalStack:
                 shm.unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)
         return stopped
+
+
+def s3_client_env(state: dict) -> dict[str, str]:
+    """The standard AWS variables that point boto3 and the aws CLI at the stack's S3."""
+    return {"AWS_ENDPOINT_URL": state["components"]["s3"]["url"], "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY, "AWS_DEFAULT_REGION": S3_REGION}
 
 
 def gateway_router(state: dict):

@@ -60,9 +60,9 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def processes_with_marker(stack_id: str) -> list[int]:
-    """Every live process whose environment carries this stack's marker."""
-    needle = f"{MARKER_VAR}={stack_id}".encode()
+def processes_with_marker(stack_id: str, var: str = MARKER_VAR) -> list[int]:
+    """Every live process whose environment carries this marker (`var`=`stack_id`)."""
+    needle = f"{var}={stack_id}".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
