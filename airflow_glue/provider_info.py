@@ -4,20 +4,23 @@ connection types appear in the connection form and our hooks in `airflow provide
 The connection forms are declared here, not in the hooks (Airflow 3.2+ reads `hook-name`,
 `ui-field-behaviour` and `conn-fields` from this metadata without importing any hook). What a
 person sees in Admin > Connections is exactly this: every extra field has a label and a
-description, fields whose format matters show examples, and no field is required by the form
+description, fields whose format matters end their description with an example (standard
+fields get placeholders), and no field is required by the form
 (an empty field is not an error until the hook that needs it says which one is missing and why).
 """
 
 from __future__ import annotations
 
 
-def _text(label: str, description: str, *examples: str, default: str | None = None) -> dict:
+def _text(label: str, description: str, example: str | None = None, *, default: str | None = None) -> dict:
+    """A free-text extra. Where the format matters, the description ends with an example: Airflow
+    3.3's form has no placeholders for extra fields (and `examples` would offer the example as a
+    value to pick)."""
     schema: dict = {"type": ["string", "null"]}
-    if examples:
-        schema["examples"] = list(examples)
     if default is not None:
         schema["default"] = default
-    return {"label": label, "description": description, "schema": schema}
+    return {"label": label, "description": f"{description} Example: {example}" if example else description,
+            "schema": schema}
 
 
 def _integer(label: str, description: str, *, default: int | None = None, minimum: int = 1) -> dict:
@@ -27,9 +30,11 @@ def _integer(label: str, description: str, *, default: int | None = None, minimu
     return {"label": label, "description": description, "schema": schema}
 
 
-def _choice(label: str, description: str, values: list[str], default: str) -> dict:
-    return {"label": label, "description": description,
-            "schema": {"type": ["string", "null"], "enum": [*values, None], "default": default}}
+def _choice(label: str, description: str, values: list[str], default: str | None = None) -> dict:
+    schema: dict = {"type": ["string", "null"], "enum": [*values, None]}
+    if default is not None:
+        schema["default"] = default
+    return {"label": label, "description": description, "schema": schema}
 
 
 TRITON = {
@@ -71,10 +76,10 @@ GATEWAY = {
             ["envoy", "istio", "gatewayapi"], "envoy"),
         "topology": _choice(
             "Serving topology",
-            "How release versions map onto Triton: versions (version directories of one model; Envoy's default), "
+            "How release versions map onto Triton: versions (version directories of one model), "
             "model_per_release (model <m>_r<N>, for TensorRT-LLM engines), deployment_per_version (one Triton "
-            "per version; the Kubernetes routers' default).",
-            ["versions", "model_per_release", "deployment_per_version"], "versions"),
+            "per version). Empty: versions for envoy, deployment_per_version for istio and gatewayapi.",
+            ["versions", "model_per_release", "deployment_per_version"]),
         "admin_url": _text("Envoy admin URL (envoy)",
                            "Envoy's admin API, used to read back what Envoy serves after every change.",
                            "http://llm-gateway-admin.serving.svc:9901"),

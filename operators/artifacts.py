@@ -106,9 +106,14 @@ class ArtifactSyncPlanOperator(_RegionOperator):
         listing = store.list_published()
         plan = run_sync(store, target.model_repository, replace(options, dry_run=True), triton=triton,
                         listing=listing, log=self.log)
-        models = [] if options.dry_run else models_with_work(plan)
-        self.log.info("Region %s: %d model(s) to sync%s", target.region, len(models),
-                      f": {', '.join(models)}" if models else "")
+        with_work = models_with_work(plan)
+        models = [] if options.dry_run else with_work
+        if options.dry_run:
+            self.log.info("Region %s: dry run, nothing changed; %d model(s) would sync%s", target.region,
+                          len(with_work), f": {', '.join(with_work)}" if with_work else "")
+        else:
+            self.log.info("Region %s: %d model(s) to sync%s", target.region, len(models),
+                          f": {', '.join(models)}" if models else "")
         doc = plan.to_dict() | {"region": target.region}
         self._write_report(doc, f"plan-{target.region}-{context['run_id']}.json")
         return {"region": target.region, "report": doc,
@@ -146,7 +151,6 @@ class ArtifactSyncOperator(_RegionOperator):
         report = run_sync(store, target.model_repository, options, triton=triton, listing=listing, log=self.log)
         doc = report.to_dict() | {"region": target.region}
         self._write_report(doc, f"sync-{target.region}-{self.model or 'all'}-{context['run_id']}.json")
-        self.log.info("Region %s: %s", target.region, report.summary())
         for model, versions in sorted(report.loaded.items()):
             self.log.info("Region %s: %s versions %s are READY in Triton", target.region, model,
                           ", ".join(f"v{v}" for v in versions))

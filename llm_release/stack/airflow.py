@@ -226,11 +226,15 @@ class LocalAirflow:
     def _prepare_database(self, airflow_bin: Path, env: dict[str, str], stack_state: dict) -> None:
         """Migrate the metadata database, then (re)import the stack's connections and variables:
         its ports change with every `stack up`."""
+        from llm_release.stack.airflow_connections import variables_with_descriptions
+
         files = stack_state["connections"]
+        variables = self.root / "variables-import.json"
+        write_atomically(variables, json.dumps(variables_with_descriptions(stack_state), indent=2), mode=0o600)
         for what, argv in (
             ("migrating the metadata database", ["db", "migrate"]),
             ("importing the stack's connections", ["connections", "import", files["json"], "--overwrite"]),
-            ("importing the stack's variables", ["variables", "import", files["variables"],
+            ("importing the stack's variables", ["variables", "import", str(variables),
                                                   "--action-on-existing-key", "overwrite"]),
         ):
             log = self.logs / "setup.log"

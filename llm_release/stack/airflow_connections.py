@@ -40,19 +40,34 @@ def variables_for(state: dict) -> dict[str, object]:
     }
 
 
+VARIABLE_DESCRIPTIONS = {
+    SYNC_TARGETS_VARIABLE: "Regions artifact_sync keeps up to date (JSON list; llm_release.artifacts.targets). "
+                           "The local stack is one region whose scheduled runs are dry runs.",
+}
+
+
+def variables_with_descriptions(state: dict) -> dict[str, dict]:
+    """The variables in `airflow variables import` form, each with the description the UI shows."""
+    return {key: {"value": json.dumps(value), "description": VARIABLE_DESCRIPTIONS.get(key, "")}
+            for key, value in variables_for(state).items()}
+
+
 def connections_for(state: dict, *, s3_keys: tuple[str, str, str]) -> dict[str, dict]:
     comps = state["components"]
     ports = state["ports"]
     access_key, secret_key, region = s3_keys
+    where = f"the local stack in {state['state_dir']} (rewritten by every `llm-release stack up`)"
     return {
         TRITON_CONN_ID: {
             "conn_type": "triton",
+            "description": f"Triton of {where}",
             "host": "127.0.0.1",
             "port": ports["triton_http"],
             "schema": "http",
             "extra": {"model_repository": state["model_repository"], "network_timeout": 600},
         },
         GATEWAY_CONN_ID: {
+            "description": f"Envoy gateway of {where}",
             "conn_type": "llm_gateway",
             "host": "127.0.0.1",
             "port": ports["gateway"],
@@ -62,12 +77,14 @@ def connections_for(state: dict, *, s3_keys: tuple[str, str, str]) -> dict[str, 
                       "shadow_host": "127.0.0.1", "shadow_port": ports["envoy_shadow"]},
         },
         PROMETHEUS_CONN_ID: {
+            "description": f"Prometheus of {where}",
             "conn_type": "prometheus",
             "host": "127.0.0.1",
             "port": ports["prometheus"],
             "schema": "http",
         },
         S3_CONN_ID: {
+            "description": f"S3 (moto) artifact store of {where}",
             "conn_type": "aws",
             "login": access_key,
             "password": secret_key,
