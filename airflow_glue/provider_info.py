@@ -112,6 +112,9 @@ GATEWAY = {
         "service_template": _text("Service per version (gatewayapi)",
                                   "Name of the Service serving each version; {model} and {version} are replaced.",
                                   "{model}-v{version}", default="{model}-v{version}"),
+        "shared_service": _text("Shared Triton Service (gatewayapi, one Triton for all versions)",
+                                "The one Service every route goes to when versions share a Triton (topology versions "
+                                "or model_per_release).", "triton"),
         "kubeconfig": _text("kubeconfig path (istio, gatewayapi)",
                             "Only outside a cluster: a kubeconfig file on the workers. Empty inside a pod (its "
                             "service account is used).", "/home/airflow/.kube/config"),

@@ -38,12 +38,15 @@ with DAG(
         "model": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
                        title="Model", description="Only this model (empty: every published model)"),
         "version": Param(None, type=["null", "integer"], minimum=1, title="Version",
-                         description="Only this version (empty: the newest per retention)"),
-        "dry_run": Param(False, type="boolean", title="Dry run", description="Report what would change; change nothing"),
+                         description="Only this version (empty: the newest published ones, per Keep latest)"),
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="Report what would be installed, removed and loaded; change nothing"),
         "keep_latest": Param(3, type="integer", minimum=1, maximum=100, title="Keep latest",
-                             description="Retention: newest published versions kept per model"),
+                             description="Retention: the newest N published versions stay installed per model; "
+                                         "older ones are removed unless Triton serves them"),
         "regions": Param(None, type=["null", "array"], items={"type": "string"}, title="Regions",
-                         description="Only these regions (empty: all configured)"),
+                         description="Only these regions (empty: every region in the Variable "
+                                     "llm_release_sync_targets)"),
     },
 ) as dag:
 
@@ -72,7 +75,7 @@ with DAG(
         for target in targets:
             dry_run = target.dry_run_for(scheduled_run=scheduled_run, asked=bool(params.get("dry_run")))
             if dry_run and not params.get("dry_run"):
-                logging.getLogger(__name__).info(
+                logging.getLogger("airflow.task").info(
                     "Region %s: scheduled runs are dry runs there (scheduled=%s in %s); this run only reports. "
                     "Trigger the DAG by hand to sync, or set scheduled to sync.", target.region, target.scheduled,
                     TARGETS_VARIABLE)
@@ -87,6 +90,7 @@ with DAG(
     ).expand_kwargs(sync_targets())
 
     @task
+    @fail_now_if_permanent
     def models_to_sync(plans) -> list[dict]:
         """One entry per (region, model) with work, across all regions."""
         return [item for plan in plans for item in plan["work"]]

@@ -24,10 +24,15 @@ with DAG(
     doc_md=__doc__,
     params={
         "model": Param("reference_lm", type="string", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
-                       title="Model", description="Triton model name"),
-        "version": Param(1, type="integer", minimum=1, title="Version", description="Version to load (positive integer)"),
+                       title="Model",
+                       description="Triton model name as in the model repository (letters, digits, _ . -), "
+                                   "e.g. reference_lm"),
+        "version": Param(1, type="integer", minimum=1, title="Version",
+                         description="Version to load beside the serving ones: a positive integer whose directory "
+                                     "is installed in the model repository"),
         "keep_serving": Param(True, type="boolean", title="Keep serving versions",
-                              description="Keep the versions that are READY now (turn off only to replace them)"),
+                              description="On: every version READY now stays loaded (nothing serving is unloaded). "
+                                          "Off: only this version stays loaded; turn off only to replace the others"),
     },
 ) as dag:
     load = TritonLoadOperator(

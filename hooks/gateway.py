@@ -69,7 +69,7 @@ class GatewayHook(BaseHook):
     def _require(self, extra: dict, kind: str, needed: tuple[str, ...]) -> None:
         missing = [k for k in needed if extra.get(k) in (None, "")]
         if missing:
-            raise self._bad(", ".join(missing), "is missing", f"a {kind} gateway needs {', '.join(needed)}")
+            raise self._bad(", ".join(missing), "is missing", f"the {kind} router needs {', '.join(needed)}")
 
     def _port(self, extra: dict, key: str) -> int:
         value = extra.get(key)
@@ -104,11 +104,13 @@ class GatewayHook(BaseHook):
         topology = extra.get("topology") or "deployment_per_version"
         if kind == "istio":
             return IstioRouter(client, namespace=extra["namespace"], virtual_service=extra["virtual_service"],
-                               host=extra["service_host"], destination_rule=extra.get("destination_rule") or None,
+                               host=extra["service_host"],
+                               # The chart names the DestinationRule like the VirtualService.
+                               destination_rule=extra.get("destination_rule") or extra["virtual_service"],
                                topology=topology)
         return GatewayApiRouter(client, namespace=extra["namespace"], http_route=extra["http_route"],
                                 service_template=extra.get("service_template") or "{model}-v{version}",
-                                topology=topology)
+                                shared_service=extra.get("shared_service") or None, topology=topology)
 
     def get_conn(self):
         return self.router

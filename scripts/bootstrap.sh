@@ -2,8 +2,17 @@
 # Idempotent set-up used by both README commands: system packages where missing (Debian's
 # prometheus and docker-registry, python3-venv, libpython), then .venv from requirements/lock.txt
 # with the project installed in it. Re-running is cheap: the venv is rebuilt only when the lock
-# changes.
+# changes. `--tests` also installs what only the test suite uses: Debian's chromium, which the
+# browser tests of the Airflow UI drive through Playwright (no browser download).
 set -euo pipefail
+
+FOR_TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) FOR_TESTS=1 ;;
+    *) echo "usage: bootstrap.sh [--tests]" >&2; exit 2 ;;
+  esac
+done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${LLM_RELEASE_VENV:-$ROOT/.venv}"
@@ -30,6 +39,7 @@ command -v prometheus >/dev/null || [ -x /usr/bin/prometheus ] || pkgs+=(prometh
 # The OCI registry the artifact-store tests publish to (CNCF distribution, run by the tests).
 command -v docker-registry >/dev/null || [ -x /usr/bin/docker-registry ] || pkgs+=(docker-registry)
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || pkgs+=("python${PYVER}-venv")
+if [ "$FOR_TESTS" = 1 ] && ! [ -x /usr/bin/chromium ]; then pkgs+=(chromium); fi
 # Triton's Python-backend stub links libpython dynamically; Debian's python3 is static.
 if ! "$PYTHON" - <<'PY' 2>/dev/null
 import ctypes, sys, sysconfig

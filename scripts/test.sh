@@ -3,6 +3,6 @@
 # stack itself, once per session).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$ROOT/scripts/bootstrap.sh"
+bash "$ROOT/scripts/bootstrap.sh" --tests
 cd "$ROOT"
 exec "$ROOT/.venv/bin/python" -m pytest "$@"
