@@ -46,6 +46,14 @@ def cmd_stack_down(args) -> int:
     return 0
 
 
+def _print_health(components: dict, detail) -> None:
+    """One line per component: name, health, then `detail(component)`."""
+    width = max(map(len, components)) + 1
+    for name, comp in components.items():
+        health = "healthy" if comp["healthy"] else ("running, unhealthy" if comp["running"] else "down")
+        print(f"  {name:<{width}} {health:<19} {detail(comp)}")
+
+
 def cmd_stack_status(args) -> int:
     status = _stack(args).status()
     if args.json:
@@ -53,9 +61,7 @@ def cmd_stack_status(args) -> int:
     elif not status["components"]:
         print(f"no stack in {status['state_dir']}")
     else:
-        for name, comp in status["components"].items():
-            health = "healthy" if comp["healthy"] else ("running, unhealthy" if comp["running"] else "down")
-            print(f"  {name:<11} {health:<19} {comp['url']}  ({comp['detail']})")
+        _print_health(status["components"], lambda comp: f"{comp['url']}  ({comp['detail']})")
     if not status["components"]:
         return 3
     return 0 if status.get("healthy") else 1
@@ -125,9 +131,7 @@ def cmd_airflow_status(args) -> int:
         print(f"no Airflow in {status['root']}; start one with `llm-release airflow up`")
     else:
         print(f"Airflow at {status['url']} (AIRFLOW_HOME={status['home']})")
-        for name, comp in status["components"].items():
-            health = "healthy" if comp["healthy"] else ("running, unhealthy" if comp["running"] else "down")
-            print(f"  {name:<14} {health:<19} ({comp['detail']}; log {comp['log']})")
+        _print_health(status["components"], lambda comp: f"({comp['detail']}; log {comp['log']})")
     if not status["components"]:
         return 3
     return 0 if status.get("healthy") else 1

@@ -1,9 +1,10 @@
 """Airflow connections and variables for a running stack, so DAGs run against it unchanged.
 
-Written as `connections.json` and `variables.json` for Airflow's LocalFilesystemBackend, and
-as `airflow.env` with `AIRFLOW_CONN_<ID>` / `AIRFLOW_VAR_<NAME>` lines (JSON form) to source
-before `airflow standalone`. The connection ids are the hooks' defaults, so a DAG
-written for production only needs its real connections defined there.
+Written as `connections.json` and `variables.json` (what `llm-release airflow up` imports into
+Airflow's metadata database, where the UI lists them), and as `airflow.env` with
+`AIRFLOW_CONN_<ID>` / `AIRFLOW_VAR_<NAME>` lines (JSON form) for `dag.test()` and one-off
+`airflow` commands in a shell. The connection ids are the hooks' defaults, so a DAG written for
+production only needs its real connections defined there.
 """
 
 from __future__ import annotations

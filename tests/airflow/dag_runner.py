@@ -48,7 +48,10 @@ def run_operator(classpath: str, kwargs: dict) -> dict:
     try:
         return {"result": operator.execute({"run_id": "manual__test"})}
     except Exception as exc:  # noqa: BLE001 - reported to the test as data
-        return {"error": type(exc).__name__, "message": str(exc)}
+        # A permanent error arrives as Airflow's fail-now exception chained to the core's error.
+        cause = exc.__cause__
+        return {"error": type(exc).__name__, "message": str(exc),
+                "cause": type(cause).__name__ if cause is not None else None}
 
 
 if __name__ == "__main__":

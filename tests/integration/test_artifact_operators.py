@@ -52,4 +52,5 @@ def test_publish_to_oci_then_sync_a_region_from_it(airflow_env, engine, oci_regi
 def test_sync_operator_refuses_a_bad_target_naming_the_field(airflow_env, tmp_path):
     target = {"region": "Bad Region", "model_repository": str(tmp_path), "source": {"kind": "s3", "conn_id": "x", "bucket": "b"}}
     out = run_operator(airflow_env, SYNC, target=target)
-    assert out["error"] == "SpecError" and "targets[0].region" in out["message"]
+    assert out["error"] == "PermanentTaskError" and out["cause"] == "SpecError", out  # failed at once, no retry
+    assert "targets[0].region" in out["message"]

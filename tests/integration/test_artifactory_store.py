@@ -157,7 +157,8 @@ def test_a_download_is_retried_through_two_503s(double, store, engine, tmp_path,
         written = store.download_archive(MODEL, VERSION, tmp_path / "engine.tar")
     assert written == engine["archive"].stat().st_size
     assert double.count("GET", DOWNLOAD) == 3
-    assert [r.getMessage().split(", retry ")[1][:6] for r in caplog.records] == ["1 of 3", "2 of 3"]
+    retries = [r.getMessage().split(", retry ")[1][:6] for r in caplog.records if r.levelno >= logging.WARNING]
+    assert retries == ["1 of 3", "2 of 3"]
 
 
 def test_an_upload_is_retried_and_the_body_sent_again_in_full(double, store, engine):
@@ -183,7 +184,7 @@ def test_an_unreachable_server_is_retried_then_named(engine, caplog):
         with pytest.raises(ArtifactError) as err:
             store.list_published()
     assert f"/api/storage/{gone.repo}/{PREFIX}" in str(err.value) and "ConnectionError" in str(err.value)
-    assert len(caplog.records) == 1
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
 
 
 def test_a_409_is_final_and_carries_artifactorys_message(double, store, engine):

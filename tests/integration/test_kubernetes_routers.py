@@ -477,26 +477,3 @@ def test_a_misconfigured_router_is_refused_when_built(double, make):
     with pytest.raises(SpecError):
         make(client_for(double))
     assert double.count() == 0
-
-
-def test_gateway_connection_builds_a_kubernetes_router_from_airflow(tmp_path):
-    """A `llm_gateway` connection with router=gatewayapi gives the Gateway API router (kubeconfig from extra)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "t",
-        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": {"token": "x"}}],
-        "contexts": [{"name": "t", "context": {"cluster": "c", "user": "u"}}]}))
-    conn = {"conn_type": "llm_gateway", "host": "gw", "extra": {
-        "router": "gatewayapi", "namespace": "llm", "http_route": "r42", "kubeconfig": str(kubeconfig)}}
-    code = ("from llm_release_airflow.hooks.gateway import GatewayHook; "
-            "print(type(GatewayHook('gw').get_conn()).__name__)")
-    env = dict(os.environ, AIRFLOW_HOME=str(tmp_path), AIRFLOW_CONN_GW=json.dumps(conn))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "GatewayApiRouter"

@@ -28,7 +28,8 @@ def test_a_version_that_is_not_ready_gets_no_traffic(airflow_env, triton, loaded
     before = router.apply(RoutingState(MODEL, {1: 100}))
     assert 3 not in triton.ready_versions(MODEL)
     out = run_operator(airflow_env, SHIFT, model=MODEL, weights={"1": 90, "3": 10})
-    assert out["error"] == "SpecError" and "[3] are not READY" in out["message"]
+    assert out["error"] == "PermanentTaskError" and out["cause"] == "SpecError", out
+    assert "[3] are not READY" in out["message"]
     assert router.get_state(MODEL) == before
 
 
@@ -42,7 +43,7 @@ def test_a_version_that_is_not_ready_gets_no_traffic(airflow_env, triton, loaded
 def test_bad_shifts_are_refused_and_routing_is_untouched(airflow_env, loaded, router, kwargs, words):
     before = router.apply(RoutingState(MODEL, {1: 100}))
     out = run_operator(airflow_env, SHIFT, model=MODEL, **kwargs)
-    assert out.get("error") == "SpecError", out
+    assert out.get("error") == "PermanentTaskError" and out["cause"] == "SpecError", out
     assert words in out["message"]
     assert router.get_state(MODEL) == before
 
