@@ -36,7 +36,8 @@ def cmd_stack_up(args) -> int:
         for name, comp in state["components"].items():
             print(f"  {name:<11} {comp['url']}")
         print(f"  model repository  {state['model_repository']}")
-        print(f"  Airflow connections: source {state['connections']['env']}")
+        print("  next: `llm-release airflow up` for Airflow on this stack; "
+              "`eval \"$(llm-release stack env)\"` for the CLI's S3 access")
     return 0
 
 
