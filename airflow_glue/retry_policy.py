@@ -4,7 +4,8 @@ A missing model, a spec error or refused credentials will fail the same way on e
 retrying them only makes the person waiting on the run wait longer (two retries five minutes
 apart turned a one-line mistake into a ten-minute wait). A connection error, a 5xx or a timeout
 may pass on a later try, so those retry with exponential backoff. Which is which is decided by
-`llm_release.errors.is_permanent`, the same rule the CLI and the core use.
+`llm_release.errors.is_permanent`, the core's one rule, which knows our errors and the client
+libraries' (HTTP 4xx, missing credentials).
 
 Every operator of this package derives from `ReleaseOperator`, which applies the rule to its
 `execute` (and `execute_complete`, for deferrable ones) and sets the retry defaults; TaskFlow

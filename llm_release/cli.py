@@ -143,8 +143,10 @@ def cmd_airflow_env(args) -> int:
     if not airflow.read_state():
         print("no Airflow running; start one with `llm-release airflow up`", file=sys.stderr)
         return 3
+    import shlex
+
     for key, value in airflow.env().items():
-        print(f"export {key}={value}")
+        print(f"export {key}={shlex.quote(value)}")
     return 0
 
 

@@ -102,6 +102,10 @@ class TritonControl:
                 states[int(entry["version"])] = (entry.get("state", "UNKNOWN"), entry.get("reason", ""))
         return states
 
+    def _in_repository(self, model: str) -> bool:
+        """Whether Triton's repository index knows the model at all (loaded or not)."""
+        return any(entry.get("name") == model for entry in self.repository_index())
+
     def ready_versions(self, model: str) -> list[int]:
         return sorted(v for v, (state, _) in self.version_states(model).items() if state == READY)
 
@@ -120,7 +124,7 @@ class TritonControl:
                 return config_from_pbtxt(pbtxt.read_text())
             raise ModelNotFound(f"model {model!r} is not in the model repository {self.model_repository} "
                                 f"(no {pbtxt}); install an engine for it first")
-        if model not in {entry.get("name") for entry in self.repository_index()}:
+        if not self._in_repository(model):
             raise ModelNotFound(f"model {model!r} is not in Triton's model repository at {self.base_url}; "
                                 "install an engine for it first")
         raise TritonError(
@@ -144,7 +148,7 @@ class TritonControl:
         resp = self._post(f"/v2/repository/models/{model}/load", {"parameters": {"config": json.dumps(base)}},
                           timeout=wait_s)
         if resp.status_code != 200:
-            if model not in {entry.get("name") for entry in self.repository_index()}:
+            if not self._in_repository(model):
                 raise ModelNotFound(f"loading {model} versions {versions} failed: {model!r} is not in Triton's "
                                     f"model repository ({self._error_text(resp)})")
             raise TritonError(f"loading {model} versions {versions} failed: {self._error_text(resp)}")

@@ -118,7 +118,7 @@ class LocalAirflow:
         if self.is_running():
             state = self.read_state()
             raise StackAlreadyRunning(f"Airflow is already running at {state['url']} (state in {self.root}); "
-                                      "use `llm-release airflow status` or `airflow down`")
+                                      "use `llm-release airflow status` or `llm-release airflow down`")
         stack_state = self.stack.read_state()
         if not stack_state or not self.stack.is_running():
             raise StackError(f"no running stack in {self.stack.state_dir}: start it first with `llm-release stack up`")
