@@ -108,6 +108,10 @@ def triton_argv(
         "--allow-gpu-metrics=false",
         "--metrics-interval-ms=1000",
         "--metrics-config=summary_latencies=true",
+        # A no-op on the wheel's Triton 2.51 (r24.10): its core knows only counter_latencies,
+        # summary_latencies and summary_quantiles and ignores other keys. The TTFT histogram
+        # nv_inference_first_response_histogram_ms (decoupled models only) and the config's
+        # model_metrics bucket override arrive in 2.52 (r24.11); 2.51 rejects model_metrics.
         "--metrics-config=histogram_latencies=true",
         "--exit-timeout-secs=3",
         # Several Python-backend Tritons on one host need distinct shared-memory names.

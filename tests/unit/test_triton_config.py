@@ -106,3 +106,26 @@ def test_enum_and_map_field_lists_cover_model_config():
     walk(model_config_pb2.ModelConfig.DESCRIPTOR)
     assert enums <= ENUM_FIELDS
     assert maps <= MAP_FIELDS
+
+
+def test_reference_config_has_no_model_metrics():
+    """The stack's Triton 2.51 (r24.10) has no ModelConfig.model_metrics: a config.pbtxt holding
+    it fails to parse and a load-API override holding it is refused ("model_metrics: Cannot find
+    field"), so the model would not load. Add the TTFT bucket override only with Triton >= 2.52."""
+    assert "model_metrics" not in reference_model_config("m", PARAMS)
+
+
+def test_pbtxt_renders_a_model_metrics_block():
+    """For Triton >= 2.52: a model_metrics histogram override renders as valid text format."""
+    config = reference_model_config("m", PARAMS)
+    config["model_metrics"] = {"metric_control": [{
+        "metric_identifier": {"family": "nv_inference_first_response_histogram_ms"},
+        "histogram_options": {"buckets": [2.5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000,
+                                          10000, 30000]},
+    }]}
+    text = to_pbtxt(config)
+    assert 'family: "nv_inference_first_response_histogram_ms"\n' in text
+    message = _from_pbtxt(text)
+    assert message == _from_dict(config)
+    control = message.model_metrics.metric_control[0]
+    assert list(control.histogram_options.buckets)[:2] == [2.5, 10.0]
