@@ -1,9 +1,16 @@
-"""Prometheus scrapes Triton and Envoy: per-version counters come back for the model."""
+"""Prometheus scrapes Triton and Envoy: per-version counters come back for the model; the client's
+range queries, NaN as no data, and its errors."""
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
+from llm_release.errors import MetricsError, is_permanent
 from llm_release.loadgen import send_generate_requests
-from llm_release.metrics.prometheus import PrometheusClient
+from llm_release.metrics.prometheus import PrometheusClient, counter_increase
+from llm_release.stack.processes import free_port
 
 MODEL = "reference_lm"
 
@@ -39,3 +46,62 @@ def test_gateway_counts_responses_per_version_cluster(urls, loaded, router):
 def test_no_data_is_empty_not_zero(urls):
     prom = PrometheusClient(urls["prometheus"])
     assert prom.query('nv_inference_request_success{model="no_such_model"}') == []
+
+
+def test_nan_is_no_data(urls):
+    prom = PrometheusClient(urls["prometheus"])
+    prom.wait_for('up{job="envoy"}', bool, timeout_s=30)  # the gateway has been scraped
+    assert prom.query('up{job="envoy"} * 0 / 0') == []  # a series whose value is NaN: no data
+    assert prom.query("0 / 0") == []  # a NaN scalar too
+    assert prom.values_by('up{job="envoy"} * 0 / 0', "job") == {}
+    now = time.time()
+    assert prom.query_range('up{job="envoy"} * 0 / 0', now - 5, now, 1) == []
+
+
+def test_a_scalar_result_keeps_its_value(urls):
+    prom = PrometheusClient(urls["prometheus"])
+    before = time.time()
+    (sample,) = prom.query("time()")
+    assert sample.labels == {} and before - 5 < sample.value < time.time() + 5
+
+
+def test_range_query_returns_points_on_the_step_grid(urls, loaded, router):
+    prom = PrometheusClient(urls["prometheus"])
+    router.set_weights(MODEL, {1: 100})
+    send_generate_requests(f"{urls['gateway']}/v2/models/{MODEL}/generate", count=10, concurrency=2)
+    prom.wait_for(f'envoy_cluster_upstream_rq_total{{envoy_cluster_name="{MODEL}_v1"}}', bool, timeout_s=30)
+    end = round(time.time(), 3)
+    start = round(end - 4.5, 3)
+    (up,) = prom.query_range('up{job="envoy"}', start, end, 0.5)
+    assert up.labels["job"] == "envoy"
+    offsets = [round(t - start, 3) for t, _ in up.points]  # start and end kept to the millisecond
+    assert offsets and set(offsets) <= {k * 0.5 for k in range(10)} and offsets[-1] == 4.5
+    assert offsets == sorted(offsets) and {v for _, v in up.points} == {1.0}
+    (clock,) = prom.query_range("time()", start, end, 1.5)
+    assert [v for _, v in clock.points] == [t for t, _ in clock.points]
+    (total,) = prom.query_range(f'envoy_cluster_upstream_rq_total{{envoy_cluster_name="{MODEL}_v1"}}',
+                                end - 60, end, 1)
+    assert 0 <= counter_increase(total.points) <= total.points[-1][1]
+    assert prom.query_range(f'nv_inference_request_success{{model="no_such_model"}}', start, end, 1) == []
+
+
+def test_an_unreachable_prometheus_is_a_transient_metrics_error_naming_it():
+    url = f"http://127.0.0.1:{free_port()}"
+    prom = PrometheusClient(url, timeout_s=2)
+    assert prom.is_online() is False
+    for call in (lambda: prom.query("up"), lambda: prom.query_range("up", time.time() - 10, time.time(), 1)):
+        with pytest.raises(MetricsError) as err:
+            call()
+        assert url in str(err.value) and "refused" in str(err.value)
+        assert is_permanent(err.value) is False
+
+
+def test_a_bad_query_is_a_permanent_metrics_error_with_prometheus_reason(urls):
+    prom = PrometheusClient(urls["prometheus"])
+    with pytest.raises(MetricsError) as err:
+        prom.query("rate(up)")
+    assert "expected type range vector" in str(err.value) and urls["prometheus"] in str(err.value)
+    assert is_permanent(err.value) is True
+    with pytest.raises(MetricsError) as err:
+        prom.query_range("up{", time.time() - 10, time.time(), 1)
+    assert "parse error" in str(err.value)
