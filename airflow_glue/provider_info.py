@@ -56,6 +56,11 @@ TRITON = {
             "Request timeout (s)",
             "How long one request to Triton may take. Engine loads block until done and take minutes: keep "
             "this long (default 600).", default=600),
+        "no_gpu_reason": _text(
+            "No GPU (why)",
+            "Leave empty for GPU runtimes: the canary judge then reads Triton's GPU memory before traffic is "
+            "raised. On a CPU-only Triton, say why, and the GPU headroom gate is disabled with that reason in "
+            "every verdict (never silently passed).", "CPU-only test stack"),
     },
 }
 
@@ -178,7 +183,7 @@ def get_provider_info() -> dict:
     return {
         "package-name": "llm-release",
         "name": "LLM Release",
-        "description": "Release LLM engines served by NVIDIA Triton: build, publish, sync, load, shift traffic, gate, roll back.",
+        "description": "Release LLM engines served by NVIDIA Triton: build, publish, sync, load, shift traffic, judge canaries, roll back.",
         "versions": ["0.1.0"],
         "connection-types": CONNECTION_TYPES,
         "hooks": [{"integration-name": "LLM Release", "python-modules": [
@@ -186,6 +191,10 @@ def get_provider_info() -> dict:
             "llm_release_airflow.hooks.artifactory", "llm_release_airflow.hooks.oci_registry"]}],
         "operators": [{"integration-name": "LLM Release", "python-modules": [
             "llm_release_airflow.operators.triton_load", "llm_release_airflow.operators.artifacts",
-            "llm_release_airflow.operators.traffic"]}],
+            "llm_release_airflow.operators.traffic", "llm_release_airflow.operators.gates"]}],
+        "sensors": [{"integration-name": "LLM Release", "python-modules": [
+            "llm_release_airflow.sensors.canary_analysis"]}],
+        "triggers": [{"integration-name": "LLM Release", "python-modules": [
+            "llm_release_airflow.sensors.canary_trigger"]}],
         "plugins": [{"name": "llm_release", "plugin-class": "llm_release_airflow.plugins.llm_release_plugin.LLMReleasePlugin"}],
     }

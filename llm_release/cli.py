@@ -290,6 +290,86 @@ def cmd_traffic(args) -> int:
     return 0
 
 
+def _when(text: str | None, now: float, field: str) -> float:
+    """"10m", "90s", "2h" ago, seconds since the epoch, or an ISO 8601 time -> epoch seconds."""
+    from datetime import datetime
+
+    if text is None:
+        return now
+    text = text.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return now - float(text[:-1]) * units[text[-1]]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise SpecError(field, f"{text!r} is not a time", 'give e.g. 10m (ago), an epoch time, or 2026-11-29T10:00:00Z')
+
+
+def _analysis_target(args):
+    from llm_release.analysis.canary import CanaryTarget
+    from llm_release.stack.local import LocalStack
+
+    disabled = {}
+    if args.prometheus:
+        prometheus, gateway, triton = args.prometheus, args.gateway_url, args.triton_url
+    else:
+        state = LocalStack(args.state_dir).read_state()
+        if not state:
+            raise SpecError("--state-dir", "no running stack there", "start one, or give --prometheus (and --gateway-url, --triton-url)")
+        comps = state["components"]
+        prometheus, gateway, triton = comps["prometheus"]["url"], comps["envoy"]["url"], comps["triton"]["url"]
+        disabled["gpu_headroom"] = "local stack: Triton on CPU (--allow-gpu-metrics=false), no GPU memory to read"
+    target = CanaryTarget(args.model, args.candidate, args.baseline, prometheus, gateway_url=gateway,
+                          triton_url=triton, shadow=args.shadow)
+    return target, disabled
+
+
+def cmd_analyze(args) -> int:
+    import time
+
+    from llm_release.analysis.canary import StepWatch, build_analysis, write_verdict
+    from llm_release.analysis.verdict import Outcome
+
+    target, disabled = _analysis_target(args)
+    config = json.loads(Path(args.config).read_text()) if args.config else {}
+    for item in args.disable or []:
+        name, sep, reason = item.partition("=")
+        if not sep or not reason.strip():
+            raise SpecError("--disable", f"{item!r} has no reason", 'write NAME="why it cannot be measured"')
+        disabled[name.strip()] = reason.strip()
+    config["disabled"] = {**disabled, **(config.get("disabled") or {})}
+    now = time.time()
+    since = _when(args.since, now, "--since")
+    if args.watch:
+        watch = StepWatch(args.min_soak, args.max_soak)
+        analysis = build_analysis(target, config, since=since, step_s=args.step)
+        while True:
+            verdict = analysis.poll()
+            decision = watch.decide(verdict, time.time() - since)
+            if verdict is not None and not args.json:
+                print(f"{time.strftime('%H:%M:%S')} {verdict.outcome.value}: {verdict.reason}", flush=True)
+            if decision:
+                break
+            time.sleep(args.poll)
+    else:
+        until = _when(args.until, now, "--until")
+        analysis = build_analysis(target, config, since=since, step_s=args.step, lag_s=0.0, probe=False,
+                                  clock=lambda: until)
+        verdict = analysis.poll()
+    if verdict is None:
+        raise SpecError("--since", "the window holds no whole interval", "give a longer window or a shorter --step")
+    if args.out:
+        write_verdict(Path(args.out), f"{target.model}-v{target.candidate}-vs-v{target.baseline}", verdict,
+                      context={"model": target.model, "candidate": target.candidate, "baseline": target.baseline})
+    print(json.dumps(verdict.to_dict(), indent=2) if args.json else verdict.table())
+    return {Outcome.PASS: 0, Outcome.FAIL: 1}.get(verdict.outcome, 3)
+
+
 def cmd_rehearse(args) -> int:
     from llm_release.rehearsal import RehearsalConfig, format_summary, run_rehearsal
     from llm_release.stack.local import default_state_dir
@@ -409,6 +489,29 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "rollback":
             t.add_argument("--to-version", type=int, help="emergency: all traffic to this version")
         t.set_defaults(func=cmd_traffic)
+
+    an = sub.add_parser("analyze", help="judge a canary against its baseline from the gateway's metrics (works without Airflow)",
+                        description="PASS (exit 0), FAIL (exit 1) or INCONCLUSIVE (exit 3), with the numbers behind it.")
+    an.add_argument("--model", required=True)
+    an.add_argument("--candidate", type=int, required=True, help="the version under analysis")
+    an.add_argument("--baseline", type=int, required=True, help="the stable version it is held against")
+    an.add_argument("--since", default="10m", help="start of the step: 10m (ago), epoch seconds or ISO time")
+    an.add_argument("--until", help="end of the window (default: now); not with --watch")
+    an.add_argument("--step", type=float, default=1.0, help="interval length in seconds (the scrape interval)")
+    an.add_argument("--shadow", action="store_true", help="the candidate receives mirrored copies")
+    an.add_argument("--config", help="JSON file of analysis settings (thresholds, alpha/beta, disabled checks)")
+    an.add_argument("--disable", action="append", metavar="CHECK=REASON", help="switch a check off, saying why")
+    an.add_argument("--watch", action="store_true", help="keep judging live (with probes) until the step is decided")
+    an.add_argument("--min-soak", type=float, default=60.0, help="with --watch: seconds before a PASS ends it")
+    an.add_argument("--max-soak", type=float, default=1800.0, help="with --watch: give up as INCONCLUSIVE after this")
+    an.add_argument("--poll", type=float, default=1.0, help="with --watch: seconds between looks")
+    an.add_argument("--out", help="also write the verdict as JSON and text files into this directory")
+    an.add_argument("--json", action="store_true", help="machine-readable output")
+    an.add_argument("--state-dir", help="a local stack's state directory (default: the default stack)")
+    an.add_argument("--prometheus", help="Prometheus URL (instead of a local stack)")
+    an.add_argument("--gateway-url", help="the gateway clients call (for the streaming probe)")
+    an.add_argument("--triton-url", help="Triton HTTP URL (for the candidate's readiness)")
+    an.set_defaults(func=cmd_analyze)
 
     r = sub.add_parser("rehearse", help="run the local release rehearsal end to end")
     r.add_argument("--state-dir")

@@ -123,11 +123,14 @@ class LocalStack:
         self._write_state(state)
         return state
 
-    def _start_all(self, state: dict, env: dict[str, str], logs: Path) -> None:
-        ports = state["ports"]
-        host = "127.0.0.1"
-        comps = state["components"]
+    COMPONENTS = ("triton", "envoy", "prometheus", "s3")
 
+    def _start_all(self, state: dict, env: dict[str, str], logs: Path) -> None:
+        for name in self.COMPONENTS:
+            getattr(self, f"_start_{name}")(state, env, logs)
+
+    def _start_triton(self, state: dict, env: dict[str, str], logs: Path) -> None:
+        ports, host = state["ports"], "127.0.0.1"
         install = triton.find_triton()
         backend_dir = triton.prepare_backend_dir(install, self.state_dir / "backends")
         shm_prefix = f"llmrel{state['stack_id']}"
@@ -136,33 +139,67 @@ class LocalStack:
             http_port=ports["triton_http"], grpc_port=ports["triton_grpc"], metrics_port=ports["triton_metrics"],
             shm_prefix=shm_prefix,
         ), log=logs / "triton.log", env=triton.triton_env(install, env))
-        comps["triton"] = self._record(proc, url=f"http://{host}:{ports['triton_http']}",
-                                       health="/v2/health/live", extra={
-                                           "grpc_url": f"{host}:{ports['triton_grpc']}",
-                                           "metrics_url": f"http://{host}:{ports['triton_metrics']}/metrics",
-                                           "shm_prefix": shm_prefix})
+        state["components"]["triton"] = self._record(proc, url=f"http://{host}:{ports['triton_http']}",
+                                                     health="/v2/health/live", extra={
+                                                         "grpc_url": f"{host}:{ports['triton_grpc']}",
+                                                         "metrics_url": f"http://{host}:{ports['triton_metrics']}/metrics",
+                                                         "shm_prefix": shm_prefix})
 
+    def _start_envoy(self, state: dict, env: dict[str, str], logs: Path) -> None:
+        ports, host = state["ports"], "127.0.0.1"
         bootstrap = envoy.write_bootstrap(self.state_dir, listen_port=ports["gateway"], admin_port=ports["envoy_admin"],
                                           shadow_port=ports["envoy_shadow"], triton_http=(host, ports["triton_http"]))
         proc = spawn("envoy", envoy.envoy_argv(envoy.find_envoy(), bootstrap, base_id=ports["envoy_admin"],
                                                log_path=logs / "envoy-access.log"),
                      log=logs / "envoy.log", env=env)
-        comps["envoy"] = self._record(proc, url=f"http://{host}:{ports['gateway']}", health="admin:/ready", extra={
-            "admin_url": f"http://{host}:{ports['envoy_admin']}", "xds_dir": str(self.state_dir / "xds"),
-            "shadow_port": ports["envoy_shadow"]})
+        state["components"]["envoy"] = self._record(proc, url=f"http://{host}:{ports['gateway']}", health="admin:/ready",
+                                                    extra={"admin_url": f"http://{host}:{ports['envoy_admin']}",
+                                                           "xds_dir": str(self.state_dir / "xds"),
+                                                           "shadow_port": ports["envoy_shadow"]})
 
+    def _start_prometheus(self, state: dict, env: dict[str, str], logs: Path) -> None:
+        ports, host = state["ports"], "127.0.0.1"
         prom_cfg = prometheus.write_config(self.state_dir, triton_metrics=f"{host}:{ports['triton_metrics']}",
                                            envoy_admin=f"{host}:{ports['envoy_admin']}")
         proc = spawn("prometheus", prometheus.prometheus_argv(
             prometheus.find_prometheus(), prom_cfg, data_dir=self.state_dir / "prometheus-data", port=ports["prometheus"]),
             log=logs / "prometheus.log", env=env)
-        comps["prometheus"] = self._record(proc, url=f"http://{host}:{ports['prometheus']}", health="/-/ready")
+        state["components"]["prometheus"] = self._record(proc, url=f"http://{host}:{ports['prometheus']}",
+                                                         health="/-/ready")
 
+    def _start_s3(self, state: dict, env: dict[str, str], logs: Path) -> None:
+        ports, host = state["ports"], "127.0.0.1"
         moto = shutil.which("moto_server", path=os.path.dirname(sys.executable)) or shutil.which("moto_server")
         if not moto:
             raise StackError("moto_server is not installed; run the README set-up (scripts/bootstrap.sh)")
         proc = spawn("s3", [moto, "-H", host, "-p", str(ports["s3"])], log=logs / "s3.log", env=env)
-        comps["s3"] = self._record(proc, url=f"http://{host}:{ports['s3']}", health="/moto-api/")
+        state["components"]["s3"] = self._record(proc, url=f"http://{host}:{ports['s3']}", health="/moto-api/")
+
+    # -- one component ----------------------------------------------------------------------
+    def stop_component(self, name: str) -> None:
+        """Stop one component and leave the others running (e.g. Prometheus, to see a gate without data)."""
+        state = self._running_state(name)
+        stop_group(state["components"][name]["pgid"])
+
+    def start_component(self, name: str, *, timeout_s: float = 60.0) -> dict:
+        """Start one stopped component again on its ports, with its data (Prometheus keeps its history)."""
+        state = self._running_state(name)
+        if pid_alive(state["components"][name]["pid"]):
+            raise StackError(f"{name} is already running (pid {state['components'][name]['pid']})")
+        logs = self.state_dir / "logs"
+        env = dict(os.environ, **{MARKER_VAR: state["stack_id"]})
+        getattr(self, f"_start_{name}")(state, env, logs)
+        self._write_state(state)
+        self._wait_healthy({**state, "components": {name: state["components"][name]}}, timeout_s)
+        return state["components"][name]
+
+    def _running_state(self, name: str) -> dict:
+        state = self.read_state()
+        if not state:
+            raise StackError(f"no stack in {self.state_dir}")
+        if name not in self.COMPONENTS:
+            raise StackError(f"{name!r} is not a component of the stack ({', '.join(self.COMPONENTS)})")
+        return state
 
     @staticmethod
     def _record(proc, *, url: str, health: str, extra: dict | None = None) -> dict:

@@ -14,7 +14,8 @@ import requests
 from llm_release.errors import SpecError, TritonError
 
 OPERATOR_MODULES = ("llm_release_airflow.operators.triton_load", "llm_release_airflow.operators.artifacts",
-                    "llm_release_airflow.operators.traffic")
+                    "llm_release_airflow.operators.traffic", "llm_release_airflow.operators.gates",
+                    "llm_release_airflow.sensors.canary_analysis")
 
 
 def operator_classes():
@@ -31,7 +32,9 @@ def operator_classes():
 REQUIRED = {"TritonLoadOperator": {"model": "m", "version": 1}, "TritonProbeOperator": {"model": "m", "version": 1},
             "PublishOperator": {"engine_dir": "/e", "destination": {}}, "ArtifactSyncPlanOperator": {"target": {}},
             "ArtifactSyncOperator": {"target": {}}, "TrafficShiftOperator": {"model": "m"},
-            "TrafficRollbackOperator": {"previous": {}}}
+            "TrafficRollbackOperator": {"previous": {}},
+            "GateEvaluationOperator": {"model": "m", "candidate": 2, "baseline": 1},
+            "CanaryAnalysisSensor": {"model": "m", "candidate": 2, "baseline": 1}}
 
 
 def render(operator, params: dict):
