@@ -17,7 +17,7 @@ from llm_release.errors import SpecError
 
 #: Fixed-threshold and health gates (name -> what it reads).
 GATES = {
-    "error_rate": "the canary's 5xx share over a rolling window, held over a duration",
+    "error_rate": "the canary's error share (5xx, and 4xx above the baseline's) over a window, held over a duration",
     "latency_p95": "the canary's p95 gateway latency over a rolling window, held over a duration",
     "outage": "every canary request in a rolling window failed",
     "crash_loop": "the canary is not READY in Triton, or its pods restart",
@@ -50,7 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "min_probes_to_fail": 3,
     # The runbook's rollback triggers.
     "gates": {
-        "error_rate": {"max": 0.05, "for_s": 300.0, "window_s": 60.0, "min_requests": 20},
+        # count_4xx: "excess" (4xx above the baseline's 4xx rate), "all" or "none"
+        "error_rate": {"max": 0.05, "for_s": 300.0, "window_s": 60.0, "min_requests": 20, "count_4xx": "excess"},
         "latency_p95": {"max_ms": 6000.0, "for_s": 600.0, "window_s": 60.0, "min_requests": 20},
         "outage": {"window_s": 10.0, "min_requests": 5},
         "crash_loop": {"not_ready_for_s": 0.0, "max_restarts": 0},
@@ -161,6 +162,9 @@ def _validate(doc: dict) -> None:
         _number(g[name], "for_s", f"{gw}.{name}", low=0)
     for name in ("error_rate", "latency_p95", "outage"):
         _number(g[name], "min_requests", f"{gw}.{name}", low=1)
+    if g["error_rate"]["count_4xx"] not in ("excess", "all", "none"):
+        raise SpecError(f"{gw}.error_rate.count_4xx", f"{g['error_rate']['count_4xx']!r} is not a choice",
+                        'use "excess" (4xx above the baseline\'s rate), "all" or "none"')
     _number(g["crash_loop"], "not_ready_for_s", f"{gw}.crash_loop", low=0)
     _number(g["crash_loop"], "max_restarts", f"{gw}.crash_loop", low=0)
     _number(g["probe_failures"], "max_consecutive", f"{gw}.probe_failures", low=0)

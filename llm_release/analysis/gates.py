@@ -28,6 +28,14 @@ class Window:
         while self.items and self.items[0].end <= interval.end - self.seconds:
             self.items.popleft()
 
+    def baseline_4xx_rate(self) -> float | None:
+        requests = e4 = 0.0
+        for item in self.items:
+            if item.baseline is not None:
+                requests += item.baseline.requests
+                e4 += item.baseline.errors_4xx
+        return e4 / requests if requests else None
+
     def canary_totals(self) -> tuple[float, float, float, Histogram | None]:
         requests = e5 = e4 = 0.0
         hist: Histogram | None = None

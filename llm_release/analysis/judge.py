@@ -139,10 +139,11 @@ class CanaryJudge:
         g = self.config.doc["gates"]
         for gate in (self.error_rate, self.latency_p95):
             gate.window.add(iv)
-        requests, e5, _, hist = self.error_rate.window.canary_totals()
+        requests, e5, e4, hist = self.error_rate.window.canary_totals()
         need = g["error_rate"]["min_requests"]
-        self.error_rate.observe(iv, e5 / requests if requests >= need else None,
-                                f"{e5:,.0f} 5xx of {requests:,.0f} requests in {self.error_rate.window.seconds:.0f} s")
+        errors, detail = self._errors_for_rate(e5, e4, requests)
+        self.error_rate.observe(iv, errors / requests if requests >= need else None,
+                                f"{detail} of {requests:,.0f} requests in {self.error_rate.window.seconds:.0f} s")
         requests, _, _, hist = self.latency_p95.window.canary_totals()
         p95 = hist.quantile(0.95) if hist is not None and hist.total >= g["latency_p95"]["min_requests"] else None
         self.latency_p95.observe(iv, p95, f"{hist.total if hist else 0:,.0f} requests in "
@@ -169,6 +170,22 @@ class CanaryJudge:
                                            f"too few canary requests to tell ({requests:,.0f} < "
                                            f"{g['outage']['min_requests']}) in the last {window:.0f} s",
                                            detail, "any request answered", {"requests": requests})
+
+    def _errors_for_rate(self, e5: float, e4: float, requests: float) -> tuple[float, str]:
+        """Errors the error-rate gate counts: 5xx, plus 4xx as configured.
+
+        Triton (2.51) answers every error a model returns through generate as HTTP 400, so a
+        failing version shows up as 4xx, not 5xx. Clients' own mistakes are 4xx too, at the same
+        rate on both versions: by default only the canary's 4xx above the baseline's 4xx rate count.
+        """
+        mode = self.config.doc["gates"]["error_rate"]["count_4xx"]
+        if mode == "none":
+            return e5, f"{e5:,.0f} 5xx"
+        if mode == "all":
+            return e5 + e4, f"{e5:,.0f} 5xx + {e4:,.0f} 4xx"
+        base = self.error_rate.window.baseline_4xx_rate()
+        excess = max(0.0, e4 - requests * (base or 0.0))
+        return e5 + excess, f"{e5:,.0f} 5xx + {excess:,.0f} 4xx above the baseline's rate"
 
     def _health(self, iv: Interval) -> None:
         h = iv.health

@@ -255,3 +255,18 @@ def test_alpha_is_split_over_the_enabled_comparisons():
     config = JudgeConfig.from_dict(CONFIG)
     assert len(config.enabled_comparisons()) == 4
     assert config.rate_settings("compare_5xx").alpha == pytest.approx(0.0025)
+
+
+def test_error_rate_gate_counts_refusals_above_the_baselines_rate():
+    """Backend failures reach clients as 400 on Triton's generate endpoint: they count as errors,
+    but clients' own mistakes (the same 4xx share on both versions) do not."""
+    config = {**CONFIG, "gates": {"error_rate": {"max": 0.05, "for_s": 0, "window_s": 30}}}
+    same = judge_intervals([Interval(T0, T0 + 10, counts(100, e4=10), counts(1000, e4=100), health=Health(ready=True))],
+                           config)
+    assert same.check("error_rate").outcome is Outcome.PASS
+    worse = judge_intervals([Interval(T0, T0 + 10, counts(100, e4=30), counts(1000, e4=100), health=Health(ready=True))],
+                            config)
+    assert worse.check("error_rate").outcome is Outcome.FAIL
+    assert worse.check("error_rate").numbers["value"] == pytest.approx(0.20)
+    with pytest.raises(SpecError, match="count_4xx"):
+        JudgeConfig.from_dict({"gates": {"error_rate": {"count_4xx": "some"}}})
