@@ -64,3 +64,83 @@ def send_generate_requests(url: str, *, count: int, concurrency: int = 4, prompt
                 result.latencies_ms.append(latency)
     result.elapsed_s = time.perf_counter() - started
     return result
+
+
+@dataclass
+class Response:
+    at: float  # when the answer arrived (time.time())
+    status: int | str  # HTTP status, or "connection-error"
+    version: str | None  # the version that answered (200 only)
+    latency_ms: float | None
+
+
+class SteadyLoad:
+    """Generate requests at a steady rate in the background until stopped, keeping every answer.
+
+    For canary analysis on our own stack: the judge needs traffic that flows while it watches,
+    and a benchmark needs to know when each answer came and from which version.
+    """
+
+    def __init__(self, url: str, *, rate_per_s: float, concurrency: int = 4, max_tokens: int = 4,
+                 prompt: str = "The release", timeout_s: float = 30.0, headers: dict | None = None):
+        if rate_per_s <= 0 or concurrency < 1:
+            raise ValueError("rate_per_s must be positive and concurrency at least 1")
+        self.url, self.rate_per_s, self.concurrency = url, rate_per_s, concurrency
+        self.max_tokens, self.prompt, self.timeout_s, self.headers = max_tokens, prompt, timeout_s, headers
+        self.responses: list[Response] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> "SteadyLoad":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        started = time.monotonic()
+        counter = iter(range(10**12))
+        ticket = threading.Lock()
+
+        def worker():
+            session = requests.Session()
+            while not self._stop.is_set():
+                with ticket:
+                    i = next(counter)
+                due = started + i / self.rate_per_s
+                wait = due - time.monotonic()
+                if wait > 0 and self._stop.wait(wait):
+                    break
+                self._send(session, i)
+            session.close()
+
+        self._threads = [threading.Thread(target=worker, daemon=True, name=f"load-{n}")
+                         for n in range(self.concurrency)]
+        for thread in self._threads:
+            thread.start()
+
+    def _send(self, session: requests.Session, i: int) -> None:
+        began = time.perf_counter()
+        version = None
+        try:
+            resp = session.post(self.url, json={"text_input": f"{self.prompt} {i}", "max_tokens": self.max_tokens},
+                                headers=self.headers, timeout=self.timeout_s)
+            status = resp.status_code
+            if status == 200:
+                version = str(resp.json().get("model_version"))
+        except requests.RequestException:
+            status = "connection-error"
+        latency = (time.perf_counter() - began) * 1000
+        with self._lock:
+            self.responses.append(Response(time.time(), status, version, latency))
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.timeout_s + 1)
+
+    def snapshot(self) -> list[Response]:
+        with self._lock:
+            return list(self.responses)

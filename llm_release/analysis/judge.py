@@ -44,8 +44,8 @@ class CanaryJudge:
         self.outage_window = Window(g["outage"]["window_s"])
         self._outage: CheckResult | None = None
         self._baseline_latency: Histogram | None = None
-        self._baseline_ttft: list[float] = []
-        self._baseline_itl: list[float] = []
+        self._canary_latency: Histogram | None = None
+        self._probe_history = {which: {"canary": [], "baseline": []} for which in ("ttft", "itl")}
         self._not_ready_since: float | None = None
         self._restarts = 0.0
         self._ready: bool | None = None
@@ -93,47 +93,46 @@ class CanaryJudge:
             self._rate("compare_5xx", c.errors_5xx, c.requests, b.errors_5xx, b.requests)
             self._rate("compare_4xx", c.errors_4xx, c.requests, b.errors_4xx, b.requests)
             if c.latency_ms is not None and b.latency_ms is not None:
-                reference = self._baseline_latency.merged(b.latency_ms) if self._baseline_latency else b.latency_ms
+                base_all = self._baseline_latency.merged(b.latency_ms) if self._baseline_latency else b.latency_ms
+                canary_all = self._canary_latency.merged(c.latency_ms) if self._canary_latency else c.latency_ms
                 for name, q in (("compare_latency_p50", 0.5), ("compare_latency_p95", 0.95)):
                     if name not in self.tests:
                         continue
-                    # The edge is fixed from the baseline seen *before* this interval where
+                    # The bound is taken from the baseline seen *before* this interval where
                     # there is one, so it does not depend on the counts it is applied to.
                     edge = (self._baseline_latency or b.latency_ms).edge_for(q)
                     if edge is None:
                         continue
-                    above_b = reference.total - reference.cumulative_at(edge)
                     test = self.tests[name]
                     test.what = f"requests slower than the baseline's p{round(q * 100)} bucket ({edge:g} ms)"
-                    # The baseline's rate is its share above the edge over all its history.
-                    test.baseline_events, test.baseline_samples = 0.0, 0.0
-                    test.update(c.latency_ms.total - c.latency_ms.cumulative_at(edge), c.latency_ms.total,
-                                above_b, reference.total)
-                self._baseline_latency = reference
-        self._probe_compare("compare_ttft_p50", iv.canary_probes, iv.baseline_probes, "ttft", self._baseline_ttft)
-        self._probe_compare("compare_itl_p50", iv.canary_probes, iv.baseline_probes, "itl", self._baseline_itl)
+                    test.update_totals(_above(canary_all, edge), _above(base_all, edge), _above(c.latency_ms, edge))
+                self._baseline_latency, self._canary_latency = base_all, canary_all
+        self._probe_compare("compare_ttft_p50", iv.canary_probes, iv.baseline_probes, "ttft")
+        self._probe_compare("compare_itl_p50", iv.canary_probes, iv.baseline_probes, "itl")
 
     def _rate(self, name: str, events, samples, base_events, base_samples) -> None:
         if name in self.tests:
             self.tests[name].update(events, samples, base_events, base_samples)
 
     def _probe_compare(self, name: str, canary: tuple[ProbeResult, ...], baseline: tuple[ProbeResult, ...],
-                       which: str, history: list[float]) -> None:
+                       which: str) -> None:
         if name not in self.tests:
             return
+        history = self._probe_history[which]
+        new_canary = [v for v in (_probe_value(p, which) for p in canary) if v is not None]
         new_base = [v for v in (_probe_value(p, which) for p in baseline) if v is not None]
-        values = [v for v in (_probe_value(p, which) for p in canary) if v is not None]
-        reference = Histogram.from_values(history or new_base, DEFAULT_BOUNDS_MS)
-        history.extend(new_base)
-        edge = reference.edge_for(0.5)
+        reference = history["baseline"] or new_base
+        history["canary"].extend(new_canary)
+        history["baseline"].extend(new_base)
+        if not reference:
+            return
+        edge = Histogram.from_values(reference, DEFAULT_BOUNDS_MS).edge_for(0.5)
         if edge is None:
             return
         test = self.tests[name]
         test.what = f"{COMPARISONS[name].split(' exceeds')[0]} above the baseline's median bucket ({edge:g} ms)"
-        everything = Histogram.from_values(history, DEFAULT_BOUNDS_MS)
-        test.baseline_events, test.baseline_samples = 0.0, 0.0
-        test.update(sum(1 for v in values if v > edge), len(values),
-                    everything.total - everything.cumulative_at(edge), everything.total)
+        test.update_totals(_count_above(history["canary"], edge), _count_above(history["baseline"], edge),
+                           _count_above(new_canary, edge))
 
     def _thresholds(self, iv: Interval) -> None:
         g = self.config.doc["gates"]
@@ -300,6 +299,15 @@ class CanaryJudge:
             self.decided_at = None
         return Verdict(outcome, reason, tuple(results), iv.end, self.started, self.intervals,
                        self.canary_requests, self.baseline_requests, self.decided_at)
+
+
+def _above(hist: Histogram, edge: float) -> tuple[float, float]:
+    """(observations above `edge`, all observations)."""
+    return hist.total - hist.cumulative_at(edge), hist.total
+
+
+def _count_above(values: list[float], edge: float) -> tuple[float, float]:
+    return float(sum(1 for v in values if v > edge)), float(len(values))
 
 
 def _probe_value(probe: ProbeResult, which: str) -> float | None:

@@ -90,15 +90,32 @@ class SequentialRateTest:
         self.baseline_samples += baseline_samples
         if canary_samples > 0:
             self._pending.append((canary_events, canary_samples))
+        return self._evaluate(None)
+
+    def update_totals(self, canary_total: tuple[float, float], baseline_total: tuple[float, float],
+                      canary_new: tuple[float, float]) -> Outcome:
+        """For events whose definition moves with the baseline (above a quantile's bucket bound):
+        every count so far is re-taken at the current definition, so old intervals counted at
+        another bound are not mixed with a rate at this one; the interval's own counts
+        (`canary_new`) feed the watch after a PASS."""
+        self.baseline_events, self.baseline_samples = baseline_total
+        if canary_new[1] > 0:
+            self._pending.append(canary_new)
+        return self._evaluate(canary_total)
+
+    def _evaluate(self, canary_total: tuple[float, float] | None) -> Outcome:
         if self.baseline_samples < self.settings.min_baseline_samples:
             return self.outcome
         fail_step = self._steps(+BASELINE_Z)
         for events, samples in self._pending:
-            self.canary_events += events
-            self.canary_samples += samples
+            if canary_total is None:
+                self.canary_events += events
+                self.canary_samples += samples
             if self._watching:
                 self.llr = max(self.lower, self.llr + events * fail_step[0] + (samples - events) * fail_step[1])
         self._pending.clear()
+        if canary_total is not None:
+            self.canary_events, self.canary_samples = canary_total
         if self._watching:
             self.llr_pass = self.llr
         else:

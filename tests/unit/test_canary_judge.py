@@ -270,3 +270,12 @@ def test_error_rate_gate_counts_refusals_above_the_baselines_rate():
     assert worse.check("error_rate").numbers["value"] == pytest.approx(0.20)
     with pytest.raises(SpecError, match="count_4xx"):
         JudgeConfig.from_dict({"gates": {"error_rate": {"count_4xx": "some"}}})
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_equal_versions_pass_when_the_quantile_bucket_moves(seed):
+    """Latency near a bucket bound, 1 s intervals at a 50/50 split: the baseline's quantile bucket
+    moves between looks early on, and old counts must not be mixed with a rate at a new bound."""
+    same = VersionTruth(900, 0.0, latency_median_ms=5.5, latency_sigma=0.6)
+    verdict = run(Scenario(same, same, interval_s=1.0), seconds=300, seed=seed)
+    assert verdict.outcome is Outcome.PASS, verdict.table()
