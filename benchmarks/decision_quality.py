@@ -137,6 +137,8 @@ def main() -> None:
         "clean baseline, canary 2% errors": (VersionTruth(60, 0.02), VersionTruth(5940, 0.0), True, None, 0),
         "1% weight, 10x errors": (VersionTruth(60, 0.10), stable, True, None, 0),
         "1% weight, 2x slower": (VersionTruth(60, 0.01, latency_median_ms=400), stable, True, None, 0),
+        "1% weight, 10% slower (under the 1.5x minimum effect)": (
+            VersionTruth(60, 0.01, latency_median_ms=220), stable, False, None, 0),
         "1% weight, 20% of answers refused": (VersionTruth(60, 0.01, error_4xx=0.2), stable, True, None, 0),
         "1% weight, 30% errors after 5 min": (VersionTruth(60, 0.01), stable, True, VersionTruth(60, 0.30), 300),
     }

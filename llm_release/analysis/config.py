@@ -42,7 +42,10 @@ DEFAULTS: dict[str, Any] = {
     "alpha": 0.01,  # false rollback (split over the enabled comparisons)
     "beta": 0.01,  # missed regression
     "errors": {"ratio": 3.0, "increase": 0.01},  # regression: 3x the baseline, or +1 point
-    "latency": {"ratio": 2.0, "increase": 0.05},  # twice the share above a baseline quantile, or +5 points
+    # regression: the canary's latency is the baseline's times `slowdown` (what share of requests
+    # that puts above a baseline quantile's bucket bound is read from the baseline's histogram),
+    # and at least `increase` more of them above it
+    "latency": {"slowdown": 1.5, "increase": 0.02},
     "min_requests_to_pass": 100,
     "min_requests_to_fail": 10,
     "min_baseline_requests": 20,
@@ -102,7 +105,7 @@ class JudgeConfig:
         probes = name in ("compare_ttft_p50", "compare_itl_p50")
         return RateTestSettings(
             alpha=d["alpha"] / max(1, len(self.enabled_comparisons())), beta=d["beta"],
-            ratio=family["ratio"], increase=family["increase"],
+            ratio=family.get("ratio", 1.0), increase=family["increase"],
             min_samples_to_pass=d["min_probes_to_pass"] if probes else d["min_requests_to_pass"],
             min_samples_to_fail=d["min_probes_to_fail"] if probes else d["min_requests_to_fail"],
             min_baseline_samples=d["min_probes_to_fail"] if probes else d["min_baseline_requests"])
@@ -144,8 +147,9 @@ def _validate(doc: dict) -> None:
     w = "analysis"
     _number(doc, "alpha", w, low=0, high=0.5, open_low=True)
     _number(doc, "beta", w, low=0, high=0.5, open_low=True)
+    _number(doc["errors"], "ratio", f"{w}.errors", low=1, high=1000, open_low=True)
+    _number(doc["latency"], "slowdown", f"{w}.latency", low=1, high=1000, open_low=True)
     for family in ("errors", "latency"):
-        _number(doc[family], "ratio", f"{w}.{family}", low=1, high=1000, open_low=True)
         _number(doc[family], "increase", f"{w}.{family}", low=0, high=0.5)
     for key in ("min_requests_to_pass", "min_requests_to_fail", "min_baseline_requests", "min_probes_to_pass",
                 "min_probes_to_fail"):

@@ -45,6 +45,7 @@ class CanaryJudge:
         self._outage: CheckResult | None = None
         self._baseline_latency: Histogram | None = None
         self._canary_latency: Histogram | None = None
+        self._slowdown = float(c.doc["latency"]["slowdown"])
         self._probe_history = {which: {"canary": [], "baseline": []} for which in ("ttft", "itl")}
         self._not_ready_since: float | None = None
         self._restarts = 0.0
@@ -105,7 +106,12 @@ class CanaryJudge:
                         continue
                     test = self.tests[name]
                     test.what = f"requests slower than the baseline's p{round(q * 100)} bucket ({edge:g} ms)"
-                    test.update_totals(_above(canary_all, edge), _above(base_all, edge), _above(c.latency_ms, edge))
+                    reference = self._baseline_latency or b.latency_ms
+                    slowed = reference.fraction_at_or_below(edge / self._slowdown)
+                    at_edge = reference.fraction_at_or_below(edge)
+                    gap = (at_edge - slowed) if slowed is not None and at_edge is not None else None
+                    test.update_totals(_above(canary_all, edge), _above(base_all, edge), _above(c.latency_ms, edge),
+                                       _above(b.latency_ms, edge), gap=gap)
                 self._baseline_latency, self._canary_latency = base_all, canary_all
         self._probe_compare("compare_ttft_p50", iv.canary_probes, iv.baseline_probes, "ttft")
         self._probe_compare("compare_itl_p50", iv.canary_probes, iv.baseline_probes, "itl")
@@ -129,10 +135,12 @@ class CanaryJudge:
         edge = Histogram.from_values(reference, DEFAULT_BOUNDS_MS).edge_for(0.5)
         if edge is None:
             return
+        # What a baseline slowed down by the regression's factor would put above the bound.
+        gap = (sum(1 for v in reference if edge / self._slowdown < v <= edge)) / len(reference)
         test = self.tests[name]
         test.what = f"{COMPARISONS[name].split(' exceeds')[0]} above the baseline's median bucket ({edge:g} ms)"
         test.update_totals(_count_above(history["canary"], edge), _count_above(history["baseline"], edge),
-                           _count_above(new_canary, edge))
+                           _count_above(new_canary, edge), _count_above(new_base, edge), gap=gap)
 
     def _thresholds(self, iv: Interval) -> None:
         g = self.config.doc["gates"]

@@ -92,6 +92,22 @@ class Histogram:
             return self.counts[i]
         return self.counts[i - 1] if i > 0 else 0.0
 
+    def fraction_at_or_below(self, value: float) -> float | None:
+        """Share of observations <= value, linear within a bucket (as histogram_quantile assumes).
+
+        Beyond the largest finite bound nothing more is known: the share at that bound.
+        """
+        if self.total <= 0:
+            return None
+        i = bisect_left(self.bounds, value)
+        if i >= len(self.bounds) or self.bounds[i] == INF:
+            return self.counts[-2] / self.total if len(self.bounds) > 1 else 0.0
+        lower = self.bounds[i - 1] if i > 0 else 0.0
+        below = self.counts[i - 1] if i > 0 else 0.0
+        width = self.bounds[i] - lower
+        share = (value - lower) / width if width > 0 else 1.0
+        return (below + (self.counts[i] - below) * max(0.0, min(1.0, share))) / self.total
+
     def quantile(self, q: float) -> float | None:
         """Prometheus' histogram_quantile: linear within the bucket; None without observations.
 

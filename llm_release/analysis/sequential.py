@@ -18,7 +18,8 @@ soaking while the evidence is inconclusive. Rates above p1 fail faster, rates be
 faster (the likelihood ratio is monotone in the rate).
 
 Watching the whole step: once the evidence for "good" reaches the PASS boundary, the test
-goes on interval by interval from that boundary and the evidence is not allowed to pile up
+goes on interval by interval from that boundary, each interval comparing the canary with the
+baseline in that same interval (see _watch_step), and the evidence is not allowed to pile up
 further (the log ratio is floored there), so a canary that turns bad late
 in a step climbs from the PASS boundary to the FAIL boundary instead of having to undo minutes
 of good history first: a late fault is caught within about twice the time a fresh one is. A
@@ -35,6 +36,9 @@ from llm_release.analysis.verdict import CheckResult, Outcome
 
 #: Standard errors by which the baseline's rate is moved against a decision (see update()).
 BASELINE_Z = 1.0
+#: The largest rate ratio the watch after a PASS assumes: with a clean baseline (rate near 0)
+#: the regression's ratio is huge, and one baseline event would wipe out a late fault's evidence.
+WATCH_MAX_RATIO = 20.0
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,10 @@ class SequentialRateTest:
         self.canary_samples = 0.0
         self.baseline_events = 0.0
         self.baseline_samples = 0.0
-        self._pending: list[tuple[float, float]] = []  # canary counts waiting for a baseline
+        # (canary events, samples, baseline events, samples) per interval, waiting for a baseline
+        self._pending: list[tuple[float, float, float, float]] = []
         self._watching = False  # after the first PASS: watching for a late regression
+        self.gap: float | None = None  # set by latency tests: p1 - p0 under the slowdown that counts
         self.outcome = Outcome.INCONCLUSIVE
         self.decided_after: float | None = None  # canary samples when it last became final
 
@@ -89,30 +95,32 @@ class SequentialRateTest:
         self.baseline_events += baseline_events
         self.baseline_samples += baseline_samples
         if canary_samples > 0:
-            self._pending.append((canary_events, canary_samples))
+            self._pending.append((canary_events, canary_samples, baseline_events, baseline_samples))
         return self._evaluate(None)
 
     def update_totals(self, canary_total: tuple[float, float], baseline_total: tuple[float, float],
-                      canary_new: tuple[float, float]) -> Outcome:
+                      canary_new: tuple[float, float], baseline_new: tuple[float, float], *,
+                      gap: float | None = None) -> Outcome:
         """For events whose definition moves with the baseline (above a quantile's bucket bound):
         every count so far is re-taken at the current definition, so old intervals counted at
         another bound are not mixed with a rate at this one; the interval's own counts
-        (`canary_new`) feed the watch after a PASS."""
+        (`canary_new`, `baseline_new`) feed the watch after a PASS."""
         self.baseline_events, self.baseline_samples = baseline_total
+        self.gap = gap
         if canary_new[1] > 0:
-            self._pending.append(canary_new)
+            self._pending.append((*canary_new, *baseline_new))
         return self._evaluate(canary_total)
 
     def _evaluate(self, canary_total: tuple[float, float] | None) -> Outcome:
         if self.baseline_samples < self.settings.min_baseline_samples:
             return self.outcome
         fail_step = self._steps(+BASELINE_Z)
-        for events, samples in self._pending:
+        for events, samples, base_events, base_samples in self._pending:
             if canary_total is None:
                 self.canary_events += events
                 self.canary_samples += samples
             if self._watching:
-                self.llr = max(self.lower, self.llr + events * fail_step[0] + (samples - events) * fail_step[1])
+                self.llr = max(self.lower, self.llr + self._watch_step(events, samples, base_events, base_samples))
         self._pending.clear()
         if canary_total is not None:
             self.canary_events, self.canary_samples = canary_total
@@ -135,10 +143,39 @@ class SequentialRateTest:
             self.llr = self.llr_pass = max(min(self.llr, self.llr_pass), self.lower)
         return self.outcome
 
+    def regression_rate(self, p0: float) -> float:
+        """The smallest canary rate that is a regression, for a baseline rate p0.
+
+        For latency the regression is a slowdown, and the caller knows what share of the
+        baseline a slowed-down baseline would put above the bound: that difference (`gap`) is
+        kept for p0 moved by its uncertainty.
+        """
+        if self.gap is None:
+            return self.settings.regression_rate(p0)
+        return min(p0 + max(self.gap, self.settings.increase), p0 + (1.0 - p0) / 2.0)
+
+    def _watch_step(self, events: float, samples: float, base_events: float, base_samples: float) -> float:
+        """Evidence from one interval after a PASS, canary against baseline in that same interval.
+
+        Given how many events both versions had in the interval, under H0 (equal rates) each
+        event is the canary's with the chance of its share of the samples; under H1 (the
+        canary's rate is the regression rate) with a larger chance. Conditioning on the
+        interval's events makes the test blind to what hits both versions at once (a busy
+        host, a slow second, a burst of bad client input): those raise both counts, not the
+        canary's share. Exact under H0, so the watch keeps the error control of the test.
+        """
+        if samples <= 0 or base_samples <= 0 or events + base_events <= 0:
+            return 0.0
+        p0 = self.baseline_rate()
+        ratio = min(self.regression_rate(p0) / p0, WATCH_MAX_RATIO)
+        share = samples / (samples + base_samples)
+        theta0, theta1 = share, ratio * samples / (ratio * samples + base_samples)
+        return events * math.log(theta1 / theta0) + base_events * math.log((1.0 - theta1) / (1.0 - theta0))
+
     def _steps(self, z: float) -> tuple[float, float]:
         """Log likelihood ratio added by one event and by one non-event."""
         p0 = self.baseline_rate(z)
-        p1 = self.settings.regression_rate(p0)
+        p1 = self.regression_rate(p0)
         return math.log(p1 / p0), math.log((1.0 - p1) / (1.0 - p0))
 
     def _decide(self) -> Outcome:
@@ -160,7 +197,7 @@ class SequentialRateTest:
     def result(self) -> CheckResult:
         s = self.settings
         p0 = self.baseline_rate()
-        p1 = s.regression_rate(p0)
+        p1 = self.regression_rate(p0)
         canary_rate = self.canary_events / self.canary_samples if self.canary_samples else None
         base_rate = self.baseline_events / self.baseline_samples if self.baseline_samples else None
         numbers = {

@@ -279,3 +279,19 @@ def test_equal_versions_pass_when_the_quantile_bucket_moves(seed):
     same = VersionTruth(900, 0.0, latency_median_ms=5.5, latency_sigma=0.6)
     verdict = run(Scenario(same, same, interval_s=1.0), seconds=300, seed=seed)
     assert verdict.outcome is Outcome.PASS, verdict.table()
+
+
+def test_a_slow_moment_for_both_versions_is_not_the_canarys_regression():
+    """After a PASS the watch compares the canary with the baseline in the same interval: a host
+    hiccup that slows both down (or a burst of bad input failing both) is not held against the canary."""
+    same = VersionTruth(900, 0.0, latency_median_ms=5.0, latency_sigma=0.5)
+    judge = CanaryJudge(CONFIG)
+    verdict = None
+    for iv in Scenario(same, same, interval_s=1.0).intervals(np.random.default_rng(11), seconds=120, start=T0):
+        verdict = judge.observe(iv)
+    assert verdict.outcome is Outcome.PASS
+    hiccup = VersionTruth(900, 0.0, error_4xx=0.3, latency_median_ms=40.0, latency_sigma=0.5)
+    for iv in Scenario(hiccup, hiccup, interval_s=1.0).intervals(np.random.default_rng(12), seconds=8,
+                                                                 start=verdict.at):
+        verdict = judge.observe(iv)
+    assert verdict.outcome is not Outcome.FAIL, verdict.table()
