@@ -39,6 +39,9 @@ with DAG(
                             description="Still INCONCLUSIVE after this many seconds, the analysis fails (and rolls back)"),
         "rollback_on_fail": Param(True, type="boolean", title="Roll back on FAIL",
                                   description="On: a FAIL routes all traffic to the baseline at once, from the triggerer"),
+        "deferrable": Param(True, type="boolean", title="Wait in the triggerer",
+                            description="On: the soak runs in the triggerer and holds no worker slot. Off: the "
+                                        "sensor polls in a worker (for deployments without a triggerer)"),
         "analysis": Param({}, type="object", title="Judge settings",
                           description='Overrides of the judge\'s settings, e.g. {"gates": {"error_rate": {"max": 0.02}}, '
                                       '"disabled": {"gpu_headroom": "CPU runtime"}}; see docs/analysis.md'),
@@ -54,4 +57,5 @@ with DAG(
         min_soak_s="{{ params.min_soak_s }}",
         max_soak_s="{{ params.max_soak_s }}",
         rollback_on_fail="{{ params.rollback_on_fail }}",
+        deferrable="{{ params.deferrable }}",
     )

@@ -75,7 +75,7 @@ class CanaryTargetMixin:
             path = write_verdict(directory, name, verdict, context={
                 "model": self.model, "candidate": self.candidate, "baseline": self.baseline, "decision": decision,
                 "dag_id": context["dag"].dag_id if context.get("dag") else None,
-                "run_id": context.get("run_id")})
+                "run_id": context.get("run_id"), **(extra or {})})
             self.log.info("Verdict written to %s (and %s.txt)", path, path.with_suffix(""))
             result["report"] = str(path)
         except OSError as exc:  # the XCom and the log still carry it
@@ -110,7 +110,7 @@ class CanaryAnalysisSensor(CanaryTargetMixin, BaseSensorOperator, ReleaseOperato
     """
 
     template_fields: Sequence[str] = ("model", "candidate", "baseline", "shadow", "analysis", "since", "min_soak_s",
-                                      "max_soak_s", "rollback_on_fail", "rollback_to", "report_dir")
+                                      "max_soak_s", "rollback_on_fail", "rollback_to", "report_dir", "deferrable")
     ui_color = "#fdd0a2"
 
     def __init__(self, *, model: str, candidate, baseline, shadow=False, analysis: dict | None = None,
@@ -178,7 +178,9 @@ class CanaryAnalysisSensor(CanaryTargetMixin, BaseSensorOperator, ReleaseOperato
 
     def execute(self, context):
         self._check_settings()
-        if not self.deferrable:
+        if not _flag(self.deferrable):
+            self.log.info("Judging %s v%s against v%s in this worker (poke mode), every %.0f s", self.model,
+                          self.candidate, self.baseline, float(self.poke_interval))
             return super().execute(context)
         from llm_release_airflow.sensors.canary_trigger import CanaryAnalysisTrigger
 

@@ -51,6 +51,11 @@ class CanaryAnalysisTrigger(BaseTrigger):
         except Exception as exc:  # noqa: BLE001 - a bad spec ends the analysis with its message
             yield TriggerEvent({"decision": "ERROR", "error": f"{type(exc).__name__}: {exc}", "verdict": None})
             return
+        router = None
+        if self.rollback_to:
+            # Reach the gateway now, not when the verdict comes: the first connection lookup in a
+            # triggerer process can take seconds, and a rollback must not wait for it.
+            router = await asyncio.to_thread(self._router)
         last_outcome, last_log = None, 0.0
         while True:
             verdict = await asyncio.to_thread(analysis.poll)
@@ -63,18 +68,29 @@ class CanaryAnalysisTrigger(BaseTrigger):
                 event = {"decision": decision, "decided_at": now,
                          "verdict": verdict.to_dict() if verdict is not None else None}
                 if decision in ("FAIL", "TIMEOUT") and self.rollback_to:
-                    event.update(await asyncio.to_thread(self._roll_back))
+                    event.update(await asyncio.to_thread(self._roll_back, router))
                 yield TriggerEvent(event)
                 return
             await asyncio.sleep(self.poll_s)
 
-    def _roll_back(self) -> dict:
-        """Restore the saved routing now; report what happened (the task finishes the job if this failed)."""
-        from llm_release.routing.state import RoutingState
+    def _router(self):
+        """The gateway's router, or None (then the task rolls back when it resumes)."""
         from llm_release_airflow.hooks.gateway import GatewayHook
 
         try:
-            router = GatewayHook(gateway_conn_id=self.gateway_conn_id).get_conn()
+            return GatewayHook(gateway_conn_id=self.gateway_conn_id).get_conn()
+        except Exception as exc:  # noqa: BLE001 - the sensor rolls back on the worker instead
+            self.log.error("cannot reach the gateway for a rollback from the triggerer: %s", exc)
+            return None
+
+    def _roll_back(self, router) -> dict:
+        """Restore the saved routing now; report what happened (the task finishes the job if this failed)."""
+        from llm_release.routing.state import RoutingState
+
+        try:
+            router = router or self._router()
+            if router is None:
+                raise RuntimeError("no router")
             applied = router.apply(RoutingState.from_dict(self.rollback_to))
         except Exception as exc:  # noqa: BLE001 - the sensor retries the rollback on the worker
             self.log.error("rollback from the triggerer failed (the task will retry it): %s", exc)

@@ -197,3 +197,18 @@ def test_the_canary_dag_rolls_back_on_fail_and_the_gate_operator_agrees(urls, ro
     gate = run_operator(airflow_env, "llm_release_airflow.operators.gates.GateEvaluationOperator", model=MODEL,
                         candidate=FAILING, baseline=BASELINE, since=started)
     assert gate.get("error") == "PermanentTaskError" and "gates FAIL" in gate["message"], gate
+
+
+def test_the_sensor_in_poke_mode_fails_a_refusing_candidate(urls, router, canary_models, airflow_env):
+    from tests.airflow.harness import dag_test
+
+    router.apply(RoutingState(MODEL, {BASELINE: 50, REFUSING: 50}))
+    time.sleep(1.0)
+    conf = {"model": MODEL, "candidate": REFUSING, "baseline": BASELINE, "min_soak_s": 0, "max_soak_s": 120,
+            "rollback_on_fail": True, "deferrable": False, "analysis": {}}
+    with SteadyLoad(f"{urls['gateway']}/v2/models/{MODEL}/generate", rate_per_s=RATE_PER_S):
+        out = dag_test(airflow_env, "canary_analysis", conf)
+    assert out.get("tasks", {}).get("judge_canary") == "failed", out
+    kept = out["xcoms"]["judge_canary:canary_verdict"]
+    assert kept["verdict"]["outcome"] == "FAIL" and "compare_4xx" in kept["verdict"]["reason"]
+    assert router.get_state(MODEL) == RoutingState(MODEL, {BASELINE: 100})  # rolled back by the task itself

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from llm_release.stack.airflow_api import AirflowApi
+
 from llm_release.stack.processes import free_port, processes_with_marker
 
 MODEL = "reference_lm"
@@ -34,49 +36,6 @@ def cli(*args, timeout=400) -> subprocess.CompletedProcess:
 def airflow_processes(home: Path) -> list[int]:
     """Every live process of an Airflow with this AIRFLOW_HOME (components, workers, log servers)."""
     return processes_with_marker(str(home), "AIRFLOW_HOME")
-
-
-class AirflowApi:
-    """Airflow's REST API as a client uses it: a token from the login, then /api/v2."""
-
-    def __init__(self, url: str, user: str, password: str):
-        self.url = url
-        token = requests.post(f"{url}/auth/token", json={"username": user, "password": password}, timeout=10)
-        token.raise_for_status()
-        self.headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-
-    def get(self, path: str, **params):
-        resp = requests.get(f"{self.url}/api/v2{path}", headers=self.headers, params=params, timeout=30)
-        resp.raise_for_status()
-        return resp.json()
-
-    def trigger(self, dag_id: str, conf: dict) -> str:
-        resp = requests.post(f"{self.url}/api/v2/dags/{dag_id}/dagRuns", headers=self.headers, timeout=30,
-                             json={"logical_date": None, "conf": conf})
-        assert resp.status_code == 200, resp.text
-        return resp.json()["dag_run_id"]
-
-    def wait(self, dag_id: str, run_id: str, timeout_s: float = 240) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            run = self.get(f"/dags/{dag_id}/dagRuns/{run_id}")
-            if run["state"] in ("success", "failed"):
-                return run
-            time.sleep(1)
-        raise AssertionError(f"{dag_id} run {run_id} still {run['state']} after {timeout_s:.0f} s")
-
-    def tasks(self, dag_id: str, run_id: str) -> dict[str, dict]:
-        return {t["task_id"]: t for t in self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]}
-
-    def log(self, dag_id: str, run_id: str, task: dict) -> str:
-        """The task log as the UI shows it: every event and every error's type and message."""
-        doc = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task['task_id']}/logs/{task['try_number']}")
-        lines = []
-        for entry in doc["content"]:
-            if isinstance(entry, dict):
-                lines.append(str(entry.get("event", "")))
-                lines += [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in entry.get("error_detail") or []]
-        return "\n".join(lines)
 
 
 def test_a_start_that_does_not_become_healthy_says_why_and_leaves_nothing(stack):
