@@ -344,7 +344,8 @@ def cmd_analyze(args) -> int:
         disabled[name.strip()] = reason.strip()
     config["disabled"] = {**disabled, **(config.get("disabled") or {})}
     now = time.time()
-    since = _when(args.since, now, "--since")
+    # A live watch starts now unless told otherwise; a replay looks at the last 10 minutes.
+    since = _when(args.since, now, "--since") if args.since else (now if args.watch else now - 600)
     if args.watch:
         watch = StepWatch(args.min_soak, args.max_soak)
         analysis = build_analysis(target, config, since=since, step_s=args.step)
@@ -495,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--model", required=True)
     an.add_argument("--candidate", type=int, required=True, help="the version under analysis")
     an.add_argument("--baseline", type=int, required=True, help="the stable version it is held against")
-    an.add_argument("--since", default="10m", help="start of the step: 10m (ago), epoch seconds or ISO time")
+    an.add_argument("--since", help="start of the step: 10m (ago), epoch seconds or ISO time "
+                                     "(default: 10 minutes ago; now with --watch)")
     an.add_argument("--until", help="end of the window (default: now); not with --watch")
     an.add_argument("--step", type=float, default=1.0, help="interval length in seconds (the scrape interval)")
     an.add_argument("--shadow", action="store_true", help="the candidate receives mirrored copies")
