@@ -30,7 +30,6 @@ class CanaryTargetMixin:
 
     def _target(self, *, probe: bool = True) -> dict:
         from llm_release.versions import parse_version
-        from llm_release_airflow.hooks._connection import base_url
         from llm_release_airflow.hooks.gateway import GatewayHook
         from llm_release_airflow.hooks.prometheus import PrometheusHook
         from llm_release_airflow.hooks.triton import TritonHook
