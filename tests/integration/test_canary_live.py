@@ -212,3 +212,23 @@ def test_the_sensor_in_poke_mode_fails_a_refusing_candidate(urls, router, canary
     kept = out["xcoms"]["judge_canary:canary_verdict"]
     assert kept["verdict"]["outcome"] == "FAIL" and "compare_4xx" in kept["verdict"]["reason"]
     assert router.get_state(MODEL) == RoutingState(MODEL, {BASELINE: 100})  # rolled back by the task itself
+
+
+def test_a_shadow_candidate_is_judged_on_its_mirrored_copies(urls, router, canary_models):
+    """Shadow: the candidate only gets copies (on its own `_shadow` cluster); a refusing one fails."""
+    shadow_state = RoutingState(MODEL, {BASELINE: 100}, mirror_version=REFUSING, mirror_percent=100)
+    router.apply(shadow_state)
+    time.sleep(1.0)
+    since = time.time()
+    target_ = CanaryTarget(MODEL, REFUSING, BASELINE, urls["prometheus"], gateway_url=urls["gateway"],
+                           triton_url=urls["triton"], shadow=True)
+    analysis = build_analysis(target_, SETTINGS, since=since)
+    watch, decision, verdict = StepWatch(0, 90), None, None
+    with SteadyLoad(f"{urls['gateway']}/v2/models/{MODEL}/generate", rate_per_s=RATE_PER_S / 2) as load:
+        while not decision:
+            time.sleep(1.0)
+            verdict = analysis.poll()
+            decision = watch.decide(verdict, time.time() - since)
+    assert decision == "FAIL", verdict.table() if verdict else decision
+    assert verdict.check("compare_4xx").outcome is Outcome.FAIL
+    assert all(r.status == 200 for r in load.snapshot())  # clients never saw the shadow's answers
