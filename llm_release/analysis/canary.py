@@ -28,6 +28,9 @@ from llm_release.fsutil import write_atomically
 
 LOG = logging.getLogger("llm_release.analysis")
 
+#: Intervals read per range query (Prometheus refuses more than 11,000 points per series).
+MAX_STEPS_PER_QUERY = 3600
+
 Prober = Callable[[], tuple[tuple[ProbeResult, ...], tuple[ProbeResult, ...]]]
 
 
@@ -69,7 +72,16 @@ class CanaryAnalysis:
             self._baseline_probes.extend(baseline)
         health = Health(ready=_safe(self.readiness), gpu_free_fraction=_safe(self.gpu_free))
         end = self.clock() - self.lag_s
-        intervals = self.signals.intervals(self.next_start, end, self.step_s) if end > self.next_start else []
+        intervals = []
+        while end - self.next_start >= self.step_s:
+            # Prometheus answers at most 11,000 points per series and query: a long history
+            # (a restarted trigger, `analyze --since 6h`) is read in chunks.
+            chunk_end = min(end, self.next_start + MAX_STEPS_PER_QUERY * self.step_s)
+            chunk = self.signals.intervals(self.next_start, chunk_end, self.step_s)
+            if not chunk:
+                break
+            intervals.extend(chunk)
+            self.next_start = chunk[-1].end
         for i, interval in enumerate(intervals):
             if i == len(intervals) - 1:
                 # What was measured now belongs to the newest interval.
@@ -78,8 +90,6 @@ class CanaryAnalysis:
                 self._canary_probes.clear()
                 self._baseline_probes.clear()
             self.verdict = self.judge.observe(interval)
-        if intervals:
-            self.next_start = intervals[-1].end
         return self.verdict
 
 
