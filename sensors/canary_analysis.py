@@ -174,6 +174,11 @@ class CanaryAnalysisSensor(CanaryTargetMixin, BaseSensorOperator, ReleaseOperato
         StepWatch(self.min_soak_s, self.max_soak_s)
         JudgeConfig.from_dict(self.analysis or {})
         self._rollback_state()
+        if not _flag(self.deferrable) and self.mode == "reschedule" and self.since in (None, "", "None"):
+            # Each poke of a rescheduled sensor is a new process: without a fixed start every
+            # poke would judge a new, empty step.
+            raise SpecError("mode", "reschedule mode needs the step's start (since)",
+                            "use the default deferrable mode, mode='poke', or give since")
 
     def execute(self, context):
         self._check_settings()

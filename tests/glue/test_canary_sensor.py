@@ -120,3 +120,13 @@ def test_an_unreachable_prometheus_never_passes_in_the_trigger(endpoints):
     assert payload["decision"] == "TIMEOUT"
     assert payload["verdict"]["outcome"] == "INCONCLUSIVE"
     assert "Prometheus" in payload["verdict"]["reason"]
+
+
+def test_reschedule_mode_without_the_steps_start_is_refused(endpoints):
+    from llm_release_airflow.retry_policy import PermanentTaskError
+    from llm_release_airflow.sensors.canary_analysis import CanaryAnalysisSensor
+
+    sensor = CanaryAnalysisSensor(task_id="judge", model="m", candidate=2, baseline=1, deferrable=False,
+                                  mode="reschedule")
+    with pytest.raises(PermanentTaskError, match="mode: reschedule mode needs"):
+        sensor.execute({})
