@@ -185,6 +185,12 @@ class CanaryTarget:
                 off[name] = "no gateway URL to send the streaming probe through"
         if not self.triton_url:
             off["crash_loop"] = "no Triton URL to read the candidate's readiness from"
+        if self.shadow:
+            # Mirrored copies reach Triton through one more Envoy hop (the shadow listener), so
+            # their upstream time is not comparable with the primary's; the probe compares
+            # time to first token on the same path for both versions instead.
+            for name in ("compare_latency_p50", "compare_latency_p95"):
+                off[name] = "shadow: mirrored copies pass one more gateway hop than the baseline's requests"
         return off
 
 

@@ -152,7 +152,10 @@ class SequentialRateTest:
         """
         if self.gap is None:
             return self.settings.regression_rate(p0)
-        return min(p0 + max(self.gap, self.settings.increase), p0 + (1.0 - p0) / 2.0)
+        # No cap half way to 1 here: for a tight distribution (every baseline probe at 4-5 ms)
+        # the slowed-down baseline puts nearly all of it above the bound, and a cap would call a
+        # far smaller slowdown a regression. Only short of 1, so a fast sample stays possible.
+        return min(p0 + max(self.gap, self.settings.increase), 1.0 - 0.5 / (self.baseline_samples + 1.0))
 
     def _watch_step(self, events: float, samples: float, base_events: float, base_samples: float) -> float:
         """Evidence from one interval after a PASS, canary against baseline in that same interval.

@@ -19,14 +19,13 @@ import pytest
 from llm_release.analysis.canary import CanaryTarget, StepWatch, build_analysis
 from llm_release.analysis.verdict import Outcome
 from llm_release.engine.faults import Faults, install_faulty_version
-from llm_release.loadgen import SteadyLoad
+from llm_release.loadgen import SteadyLoad, send_generate_requests
 from llm_release.model_repo import install_version
 from llm_release.routing.state import RoutingState
 
 MODEL = "canary_lm"
 BASELINE, GOOD, FAILING, SLOW, REFUSING = 1, 2, 3, 4, 5
-CANDIDATES = {
-    GOOD: Faults(),
+CANDIDATES = {  # GOOD is the production engine itself, installed as a new version
     FAILING: Faults(error_rate=0.3, seed=3),  # Triton answers these with 400 (see test_fault_engine)
     SLOW: Faults(slow_factor=5.0, added_latency_ms=20, seed=4),
     REFUSING: Faults(refuse_rate=0.3, seed=5),
@@ -41,9 +40,10 @@ def canary_models(stack, engines, triton, router):
     repo = stack["model_repository"]
     engine = engines["dir"] / "engine1"
     install_version(engine, repo, model_name=MODEL, version=BASELINE)
+    install_version(engine, repo, model_name=MODEL, version=GOOD)
     for version, faults in CANDIDATES.items():
         install_faulty_version(engine, repo, faults, model_name=MODEL, version=version)
-    triton.load_versions(MODEL, [BASELINE, *CANDIDATES])
+    triton.load_versions(MODEL, [BASELINE, GOOD, *CANDIDATES])
     install_version(engine, repo, model_name=ONSET_MODEL, version=BASELINE)
     install_faulty_version(engine, repo, Faults(error_rate=0.3, onset_s=ONSET_S, seed=6), model_name=ONSET_MODEL,
                            version=2)
@@ -61,7 +61,8 @@ def target(urls, model: str = MODEL, candidate: int = GOOD) -> CanaryTarget:
 
 def judge_live(urls, router, candidate: int, *, model: str = MODEL, min_soak_s=0.0, max_soak_s=120.0,
                probe=True, weights=None, during=None):
-    """Route, load, and poll the judge every second until the step is decided; return the looks."""
+    """Warm up, route, load, and poll the judge every second until the step is decided; return the looks."""
+    warm_up(urls, model, (BASELINE, candidate))
     router.apply(RoutingState(model, weights or {BASELINE: 50, candidate: 50}))
     time.sleep(1.0)
     since = time.time()
@@ -79,6 +80,14 @@ def judge_live(urls, router, candidate: int, *, model: str = MODEL, min_soak_s=0
             if decision:
                 return looks
             time.sleep(1.0)
+
+
+def warm_up(urls, model: str, versions, requests_each: int = 40) -> None:
+    """A freshly loaded version answers its first requests slower; a release probes and warms a
+    candidate before it takes traffic, so the step judges the version, not its first seconds."""
+    for version in versions:
+        send_generate_requests(f"{urls['gateway']}/v2/models/{model}/versions/{version}/generate",
+                               count=requests_each, concurrency=2)
 
 
 def final(looks):
@@ -231,4 +240,5 @@ def test_a_shadow_candidate_is_judged_on_its_mirrored_copies(urls, router, canar
             decision = watch.decide(verdict, time.time() - since)
     assert decision == "FAIL", verdict.table() if verdict else decision
     assert verdict.check("compare_4xx").outcome is Outcome.FAIL
+    assert verdict.check("compare_latency_p50").outcome is Outcome.DISABLED  # one more hop: not comparable
     assert all(r.status == 200 for r in load.snapshot())  # clients never saw the shadow's answers
