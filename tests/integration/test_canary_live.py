@@ -136,8 +136,10 @@ def test_a_candidate_refusing_prompts_the_baseline_answers_fails(urls, router, c
 
 
 def test_a_candidate_that_turns_bad_half_way_fails_within_the_step(urls, router, triton, canary_models):
-    triton.load_versions(ONSET_MODEL, [BASELINE, 2])  # the fault starts ONSET_S after this load
-    loaded_at = time.time()
+    # The fault clock starts when Triton initialises the version, before the load call returns:
+    # the earliest possible onset is ONSET_S after the call began.
+    loading_from = time.time()
+    triton.load_versions(ONSET_MODEL, [BASELINE, 2])
     try:
         looks = judge_live(urls, router, 2, model=ONSET_MODEL, min_soak_s=ONSET_S + 60, max_soak_s=ONSET_S + 90)
     finally:
@@ -145,7 +147,7 @@ def test_a_candidate_that_turns_bad_half_way_fails_within_the_step(urls, router,
         triton.unload_versions(ONSET_MODEL, [BASELINE, 2])
     decision, verdict, _ = final(looks)
     assert decision == "FAIL", verdict.table()
-    onset = loaded_at + ONSET_S
+    onset = loading_from + ONSET_S
     before = [v.outcome for t, v, _ in looks if v is not None and v.at < onset]
     assert Outcome.FAIL not in before
     assert verdict.decided_at - onset < 30, verdict.table()
