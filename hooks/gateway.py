@@ -30,8 +30,8 @@ class GatewayHook(BaseHook):
         return base_url(self._conn, 80)
 
     @cached_property
-    def router(self):
-        """The core router for this gateway: Envoy directly, or Istio / Gateway API objects."""
+    def _router_spec(self):
+        """(RouterSpec, backends) from the connection's fields, each bad one named."""
         from llm_release.errors import SpecError
 
         extra = extras(self._conn)
@@ -43,23 +43,40 @@ class GatewayHook(BaseHook):
         raise SpecError(f"connection {self.gateway_conn_id}: extra 'router'", f"{kind!r} is not a known router",
                         "use envoy, istio or gatewayapi")
 
+    @cached_property
+    def router(self):
+        """The core router for this gateway (built by the one factory, llm_release.environments)."""
+        from llm_release.environments import build_router
+
+        spec, backends = self._router_spec
+        return build_router(spec, topology=self.topology, backends=backends)
+
     def _envoy(self, extra: dict):
-        from llm_release.routing.envoy import EnvoyRouter
+        from llm_release.environments import RouterSpec, build_router
 
         self._require(extra, "envoy", ("admin_url", "xds_dir", "upstream_port"))
-        shadow = ((extra.get("shadow_host") or "127.0.0.1", self._port(extra, "shadow_port"))
+        upstream = f"{extra.get('upstream_host') or '127.0.0.1'}:{self._port(extra, 'upstream_port')}"
+        shadow = (f"{extra.get('shadow_host') or '127.0.0.1'}:{self._port(extra, 'shadow_port')}"
                   if extra.get("shadow_port") else None)
         backends = extra.get("backends") or {}
         if isinstance(backends, str):
             backends = self._json(backends, "backends")
         try:
-            backends = {int(v): (h, int(p)) for v, (h, p) in backends.items()}
+            backends = {int(v): f"{h}:{int(p)}" for v, (h, p) in backends.items()}
         except (TypeError, ValueError, AttributeError) as exc:
             raise self._bad("backends", f"{extra.get('backends')!r} is not version -> [host, port]",
                             'write e.g. {"1": ["triton-v1.serving.svc", 8000]}') from exc
-        return EnvoyRouter(extra["xds_dir"], extra["admin_url"],
-                           (extra.get("upstream_host") or "127.0.0.1", self._port(extra, "upstream_port")),
-                           topology=extra.get("topology") or "versions", backends=backends, shadow_listener=shadow)
+        # The Triton behind the gateway is stated here once, as the router's own upstream.
+        spec = RouterSpec.from_dict({"kind": "envoy", "admin_url": extra["admin_url"], "xds_dir": extra["xds_dir"],
+                                     "upstream": upstream, "shadow_listener": shadow},
+                                    f"connection {self.gateway_conn_id}: extra")
+        return spec, backends
+
+    @property
+    def topology(self) -> str:
+        """How versions map onto Triton behind this gateway (llm_release.serving)."""
+        return extras(self._conn).get("topology") or ("versions" if (extras(self._conn).get("router") or "envoy") == "envoy"
+                                                     else "deployment_per_version")
 
     def _bad(self, key: str, problem: str, fix: str):
         from llm_release.errors import SpecError
@@ -90,27 +107,23 @@ class GatewayHook(BaseHook):
             raise self._bad(key, f"{text!r} is not JSON", "write a JSON object") from exc
 
     def _kubernetes(self, kind: str, extra: dict):
-        from llm_release.routing.gatewayapi import GatewayApiRouter
-        from llm_release.routing.istio import IstioRouter
-        from llm_release.routing.kubernetes import api_client_from_environment
+        from llm_release.environments import RouterSpec, build_router
 
         extra = dict(extra)
         # `service_host` is the form's name for it; connections written before that used `host`.
         extra["service_host"] = extra.get("service_host") or extra.get("host")
         self._require(extra, kind, ("namespace", "virtual_service", "service_host") if kind == "istio"
                       else ("namespace", "http_route"))
-        client = api_client_from_environment(kubeconfig=extra.get("kubeconfig") or None,
-                                             context=extra.get("context") or None)
-        topology = extra.get("topology") or "deployment_per_version"
-        if kind == "istio":
-            return IstioRouter(client, namespace=extra["namespace"], virtual_service=extra["virtual_service"],
-                               host=extra["service_host"],
-                               # The chart names the DestinationRule like the VirtualService.
-                               destination_rule=extra.get("destination_rule") or extra["virtual_service"],
-                               topology=topology)
-        return GatewayApiRouter(client, namespace=extra["namespace"], http_route=extra["http_route"],
-                                service_template=extra.get("service_template") or "{model}-v{version}",
-                                shared_service=extra.get("shared_service") or None, topology=topology)
+        keys = ("namespace", "virtual_service", "service_host", "destination_rule", "kubeconfig", "context") \
+            if kind == "istio" else ("namespace", "http_route", "service_template", "shared_service", "kubeconfig", "context")
+        return RouterSpec.from_dict({"kind": kind, **{k: extra.get(k) for k in keys}},
+                                    f"connection {self.gateway_conn_id}: extra"), {}
 
+    def environment_part(self) -> dict:
+        """The connection as the gateway part of an environment spec (llm_release.environments):
+        the router, its topology and the backends of a one-Triton-per-version gateway."""
+        spec, backends = self._router_spec
+        return {"router": spec.to_dict(), "gateway_url": self.url, "topology": self.topology,
+                "deployments": {str(v): f"http://{hp}" for v, hp in backends.items()}}
     def get_conn(self):
         return self.router

@@ -170,6 +170,7 @@ class CanaryTarget:
     gateway_url: str | None = None
     triton_url: str | None = None
     triton_model: str | None = None
+    triton_version: int | None = None  # the candidate's version in `triton_model` (model_per_release: 1)
     shadow: bool = False
 
     def __post_init__(self):
@@ -234,7 +235,7 @@ def build_analysis(target: CanaryTarget, config: dict | None = None, *, since: f
         triton = TritonControl(target.triton_url, timeout_s=5.0)
 
         def readiness():
-            return triton.is_version_ready(target.triton_model or target.model, target.candidate)
+            return triton.is_version_ready(target.triton_model or target.model, target.triton_version or target.candidate)
 
     gpu_free = None
     if not judge_config.disabled_reason("gpu_headroom"):

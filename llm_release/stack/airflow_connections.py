@@ -22,6 +22,7 @@ S3_CONN_ID = "llm_artifacts_s3"
 ARTIFACT_BUCKET = "llm-artifacts"
 ARTIFACT_PREFIX = "engines"
 SYNC_TARGETS_VARIABLE = "llm_release_sync_targets"
+ENVIRONMENTS_VARIABLE = "llm_release_environments"
 
 
 def variables_for(state: dict) -> dict[str, object]:
@@ -38,12 +39,23 @@ def variables_for(state: dict) -> dict[str, object]:
             "source": {"kind": "s3", "conn_id": S3_CONN_ID, "bucket": ARTIFACT_BUCKET, "prefix": ARTIFACT_PREFIX},
             "scheduled": "dry_run",
         }],
+        # Where releases run, by connection: the stack plays staging and production at once.
+        ENVIRONMENTS_VARIABLE: [
+            {"name": "staging", "region": "local", "triton_conn_id": TRITON_CONN_ID,
+             "gateway_conn_id": GATEWAY_CONN_ID, "prometheus_conn_id": PROMETHEUS_CONN_ID, "approval_required": False},
+            {"name": "production", "region": "local", "triton_conn_id": TRITON_CONN_ID,
+             "gateway_conn_id": GATEWAY_CONN_ID, "prometheus_conn_id": PROMETHEUS_CONN_ID, "approval_required": True,
+             "requires_passed": "staging"},
+        ],
     }
 
 
 VARIABLE_DESCRIPTIONS = {
     SYNC_TARGETS_VARIABLE: "Regions artifact_sync keeps up to date (JSON list; llm_release.artifacts.targets). "
                            "The local stack is one region whose scheduled runs are dry runs.",
+    ENVIRONMENTS_VARIABLE: "Where releases run (JSON list; llm_release.environments): name, region, the Triton, "
+                           "gateway and Prometheus connections, approval_required, requires_passed. The local stack "
+                           "plays staging and production (approval, staging first).",
 }
 
 

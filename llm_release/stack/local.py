@@ -120,6 +120,9 @@ class LocalStack:
         _create_bucket(state["components"]["s3"]["url"], ARTIFACT_BUCKET)
         state["cold_start_s"] = round(time.monotonic() - started, 3)
         state["connections"] = write_airflow_connections(self.state_dir, state, s3_keys=(S3_ACCESS_KEY, S3_SECRET_KEY, S3_REGION))
+        write_atomically(self.state_dir / ENVIRONMENTS_FILE,
+                         json.dumps({"environments": local_environments(state)}, indent=2))
+        state["environments"] = str(self.state_dir / ENVIRONMENTS_FILE)
         self._write_state(state)
         return state
 
@@ -271,6 +274,7 @@ class LocalStack:
         if prefix:
             for shm in Path("/dev/shm").glob(f"{prefix}*"):
                 shm.unlink(missing_ok=True)
+        (self.state_dir / ENVIRONMENTS_FILE).unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)
         return stopped
 
@@ -281,13 +285,36 @@ def s3_client_env(state: dict) -> dict[str, str]:
             "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY, "AWS_DEFAULT_REGION": S3_REGION}
 
 
+ENVIRONMENTS_FILE = "environments.json"
+
+
+def local_environments(state: dict) -> list[dict]:
+    """The stack as environment specs (llm_release.environments): it plays staging and
+    production at once (one gateway, one Triton), so a release can be rehearsed through both,
+    production's rules (approval, a staging pass first) included."""
+    comps, ports = state["components"], state["ports"]
+    base = {
+        "region": "local",
+        "triton": {"url": comps["triton"]["url"], "topology": "versions", "model_repository": state["model_repository"]},
+        "router": {"kind": "envoy", "admin_url": comps["envoy"]["admin_url"], "xds_dir": comps["envoy"]["xds_dir"],
+                   "shadow_listener": f"127.0.0.1:{ports['envoy_shadow']}"},
+        "prometheus_url": comps["prometheus"]["url"],
+        "gateway_url": comps["envoy"]["url"],
+        "disabled_checks": {"gpu_headroom": "local stack: Triton on CPU (--allow-gpu-metrics=false)"},
+    }
+    return [dict(base, name="staging", approval_required=False),
+            dict(base, name="production", approval_required=True, requires_passed="staging")]
+
+
+def local_environment(state: dict, name: str = "staging"):
+    from llm_release.environments import EnvironmentSet
+
+    return EnvironmentSet.from_doc(local_environments(state)).get(name)
+
+
 def gateway_router(state: dict):
     """The EnvoyRouter of a running stack (one Triton serving every version)."""
-    from llm_release.routing.envoy import EnvoyRouter
-
-    envoy_comp = state["components"]["envoy"]
-    return EnvoyRouter(envoy_comp["xds_dir"], envoy_comp["admin_url"], ("127.0.0.1", state["ports"]["triton_http"]),
-                       shadow_listener=("127.0.0.1", state["ports"]["envoy_shadow"]))
+    return local_environment(state).router_instance()
 
 
 def _create_bucket(endpoint: str, bucket: str) -> None:
