@@ -386,6 +386,146 @@ def cmd_rehearse(args) -> int:
     return 0 if traffic.get("split_ok") and not traffic["errors"] and metrics_agree else 1
 
 
+def _duration(seconds: float) -> str:
+    """90.5 -> "1m30s"; 7300 -> "2h01m"."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _format_release(record, now) -> list[str]:
+    """One release as a block: what, where, how it ended, who, when, then its timeline."""
+    started = record.created_at
+    baseline = f" (baseline v{record.baseline_version})" if record.baseline_version is not None else ""
+    ending = record.outcome or f"{record.state} (running)"
+    took = (f"took {_duration(record.duration_s)}" if record.finished
+            else f"running for {_duration((now - started).total_seconds())}")
+    run = f"  ({record.dag_id}/{record.run_id})" if record.dag_id else ""
+    lines = [f"#{record.id}  {record.model} v{record.version}{baseline}  {record.environment}/{record.region}  "
+             f"{record.strategy}  {ending}",
+             f"    by {record.requested_by or 'unknown'}  at {started:%Y-%m-%d %H:%M:%S}Z  {took}{run}"]
+    if record.artifact_digest:
+        lines.append(f"    artifact {record.artifact_digest}")
+    if record.reason:
+        lines.append(f"    reason: {record.reason}")
+    for event in record.events:
+        when = f"{event.at:%H:%M:%S}" if event.at.date() == started.date() else f"{event.at:%Y-%m-%d %H:%M:%S}"
+        moved = f"{event.from_state} -> {event.to_state}" if event.from_state else (
+            f"-> {event.to_state}" if event.to_state else "")
+        actor = f"  [{event.actor}]" if event.actor else ""
+        lines.append(f"      {when}  {event.kind:<10} {moved:<24} {event.message}{actor}")
+    return lines
+
+
+def cmd_history(args) -> int:
+    from datetime import datetime, timezone
+
+    from llm_release.records import ReleaseRecords, resolve_url
+
+    url = resolve_url(args.records, args.state_dir)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        # Nothing was ever released from here: say so instead of creating an empty database.
+        print("[]" if args.json else f"no releases of {args.model}: no release records at {url[len('sqlite:///'):]} yet")
+        return 0
+    with ReleaseRecords(url) as records:
+        found = records.history(args.model, environment=args.env, limit=args.limit)
+        where = records.masked_url
+    if args.json:
+        print(json.dumps([record.to_dict() for record in found], indent=2))
+        return 0
+    if not found:
+        print(f"no releases of {args.model}{f' in {args.env}' if args.env else ''} in {where}")
+        return 0
+    now = datetime.now(timezone.utc)
+    print("\n\n".join("\n".join(_format_release(record, now)) for record in found))
+    return 0
+
+
+def _environment(args):
+    """The environment named by --env/--region, from --environments or the local stack's file."""
+    from llm_release.environments import EnvironmentSet
+    from llm_release.stack.local import ENVIRONMENTS_FILE, default_state_dir
+
+    path = Path(args.environments) if args.environments else Path(args.state_dir or default_state_dir()) / ENVIRONMENTS_FILE
+    return EnvironmentSet.from_file(path).get(args.env, args.region)
+
+
+def _records_or_none(args):
+    """(the records database, None), or (None, why not): a rollback never waits for it."""
+    from llm_release.records import ReleaseRecords, resolve_url
+
+    try:
+        return ReleaseRecords(resolve_url(args.records, args.state_dir)), None
+    except LLMReleaseError as exc:
+        logging.getLogger("llm_release.cli").warning("release records unreachable (%s): rolling back without them", exc)
+        return None, f"records unreachable: {exc}"
+
+
+def cmd_rollback(args) -> int:
+    from llm_release.release.emergency import emergency_rollback
+    from llm_release.release.machine import default_holder
+
+    from dataclasses import replace
+
+    env = _environment(args)
+    records, problem = (None, "not used (--no-records)") if args.no_records else _records_or_none(args)
+    try:
+        result = emergency_rollback(env, args.model, to_version=args.to, records=records, actor=default_holder(),
+                                    reason=args.reason)
+    finally:
+        if records is not None:
+            records.close()
+    if problem and not result.records_problem:
+        result = replace(result, records_problem=problem)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(f"{args.model} in {result.environment}: {result.previous.describe() if result.previous else 'no route'}"
+              f" -> {result.applied.describe()} in {result.seconds:.2f} s")
+        if result.release_id:
+            print(f"release {result.release_id} closed as rolled back")
+        print("recorded in the release records" if result.recorded else
+              f"NOT recorded: {result.records_problem}")
+    return 0
+
+
+def cmd_release(args) -> int:
+    """Drive a whole release from this process (the DAG runs the same transitions task by task)."""
+    from llm_release.records import ReleaseRecords, resolve_url
+    from llm_release.release.machine import ReleaseMachine, default_holder, drive
+    from llm_release.release.spec import ReleaseSpec
+
+    doc = json.loads(Path(args.spec).read_text()) if args.spec else {}
+    for key in ("model", "version", "strategy"):
+        if getattr(args, key) is not None:
+            doc[key] = getattr(args, key)
+    doc["environment"] = args.env
+    if args.region:
+        doc["region"] = args.region
+    if args.steps:
+        doc["steps"] = [int(x) for x in args.steps.split(",")]
+    spec = ReleaseSpec.from_dict(doc)
+    env = _environment(args)
+    with ReleaseRecords(resolve_url(args.records, args.state_dir)) as records:
+        machine = ReleaseMachine(records, env, holder=default_holder())
+        record = machine.begin(spec, requested_by=default_holder())
+
+        def approve(record, evidence):
+            print(evidence)
+            answer = input("Approve the final step? [y/N] ").strip().lower() if args.approve is None else args.approve
+            return answer in ("y", "yes", "approve"), default_holder()
+
+        try:
+            final = drive(machine, record.id, approve=approve)
+        except LLMReleaseError:
+            final = records.get(record.id)
+        print(json.dumps(final.to_dict(), indent=2) if args.json else f"release {final.id}: {final.outcome}: {final.reason}")
+        return 0 if final.outcome in ("promoted", "passed") else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-release", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -514,6 +654,45 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--gateway-url", help="the gateway clients call (for the streaming probe)")
     an.add_argument("--triton-url", help="Triton HTTP URL (for the candidate's readiness)")
     an.set_defaults(func=cmd_analyze)
+
+    h = sub.add_parser("history", help="a model's releases, newest first, each with its timeline (works without Airflow)")
+    h.add_argument("--model", required=True)
+    h.add_argument("--env", help="only releases to this environment")
+    h.add_argument("--limit", type=int, default=20, help="at most this many releases (default 20)")
+    h.add_argument("--json", action="store_true", help="machine-readable output")
+    h.add_argument("--records", help="records database URL (default $LLM_RELEASE_RECORDS_URL, else "
+                                     "<state dir>/records/releases.db)")
+    h.add_argument("--state-dir", help="a local stack's state directory (default: the default stack)")
+    h.set_defaults(func=cmd_history)
+
+    def env_options(p) -> None:
+        p.add_argument("--env", required=True, help="environment name (e.g. staging, production)")
+        p.add_argument("--region", help="the environment's region, when it has several")
+        p.add_argument("--environments", help="environments file (default: the local stack's environments.json)")
+        p.add_argument("--records", help="records database URL (default $LLM_RELEASE_RECORDS_URL, else "
+                                         "<state dir>/records/releases.db)")
+        p.add_argument("--state-dir", help="a local stack's state directory (default: the default stack)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    rb = sub.add_parser("rollback", help="emergency rollback of a model: all traffic back on a stable version "
+                                         "(works without Airflow and without the records database)")
+    rb.add_argument("--model", required=True)
+    rb.add_argument("--to", type=int, help="the version to route all traffic to (default: what the records say was "
+                                           "stable before the release in flight or the last promotion)")
+    rb.add_argument("--reason", help="why, for the record")
+    rb.add_argument("--no-records", action="store_true", help="do not touch the records database at all")
+    env_options(rb)
+    rb.set_defaults(func=cmd_rollback)
+
+    rl = sub.add_parser("release", help="run a whole release from this shell (the release DAG does the same)")
+    rl.add_argument("--model")
+    rl.add_argument("--version", type=int)
+    rl.add_argument("--strategy", choices=("canary", "blue_green", "shadow", "ab"))
+    rl.add_argument("--steps", help="comma-separated percentages, e.g. 1,10,50,100")
+    rl.add_argument("--spec", help="a JSON file with the release spec (the DAG's parameters)")
+    rl.add_argument("--approve", choices=("yes", "no"), help="answer the approval without asking")
+    env_options(rl)
+    rl.set_defaults(func=cmd_release)
 
     r = sub.add_parser("rehearse", help="run the local release rehearsal end to end")
     r.add_argument("--state-dir")

@@ -3,7 +3,8 @@
 # prometheus and docker-registry, python3-venv, libpython), then .venv from requirements/lock.txt
 # with the project installed in it. Re-running is cheap: the venv is rebuilt only when the lock
 # changes. `--tests` also installs what only the test suite uses: Debian's chromium, which the
-# browser tests of the Airflow UI drive through Playwright (no browser download).
+# browser tests of the Airflow UI drive through Playwright (no browser download), and Debian's
+# postgresql, which the release-records tests run as a throwaway server.
 set -euo pipefail
 
 FOR_TESTS=0
@@ -40,6 +41,8 @@ command -v prometheus >/dev/null || [ -x /usr/bin/prometheus ] || pkgs+=(prometh
 command -v docker-registry >/dev/null || [ -x /usr/bin/docker-registry ] || pkgs+=(docker-registry)
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || pkgs+=("python${PYVER}-venv")
 if [ "$FOR_TESTS" = 1 ] && ! [ -x /usr/bin/chromium ]; then pkgs+=(chromium); fi
+# The release-records tests run a throwaway PostgreSQL server (initdb/pg_ctl, not on PATH).
+if [ "$FOR_TESTS" = 1 ] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then pkgs+=(postgresql); fi
 # Triton's Python-backend stub links libpython dynamically; Debian's python3 is static.
 if ! "$PYTHON" - <<'PY' 2>/dev/null
 import ctypes, sys, sysconfig

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.postgres import postgres_url  # noqa: F401
 from tests.fixtures.registry import oci_registry  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -75,7 +75,7 @@ FIELDS = (
           "Checks"),
     Field("analysis", {"type": "object"}, {}, "Judge settings",
           "Gate thresholds and judge settings for this release (see docs/analysis.md), e.g. "
-          '{"gates": {"error_rate": {"threshold": 0.02}}}.', "Checks"),
+          '{"gates": {"error_rate": {"max": 0.02}}}.', "Checks"),
     Field("approvers", {"type": "array", "items": {"type": "string", "pattern": USER.pattern}}, [], "Approvers",
           "Airflow user ids who may approve the final step where the environment requires approval; empty: any "
           "user allowed to act on the DAG.", "Approval"),

@@ -2,7 +2,9 @@
 
 `apply()` writes a whole RoutingState, reads the gateway back and verifies it matches; a
 router never leaves a half-applied change unreported. `get_state()` reads what the gateway
-serves now, which is what a rollback saves and restores.
+serves now, which is what a rollback saves and restores. `forget()` removes what the gateway
+still keeps for a version that no longer receives traffic (clusters, subsets, pinned routes),
+the gateway's part of retiring it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,22 @@ class TrafficRouter(abc.ABC):
     @abc.abstractmethod
     def apply(self, state: RoutingState) -> RoutingState:
         """Write `state`, read it back, and return what the gateway now serves (== state)."""
+
+    @abc.abstractmethod
+    def forget(self, model: str, version: int) -> RoutingState | None:
+        """Remove what the gateway keeps for `version` of `model`, read it back, return the routing.
+
+        Refused with SpecError (field "version", naming the current routing) while the version
+        receives any traffic in what the gateway serves now: weights, header routes or mirror.
+        Forgetting a version the gateway does not know changes nothing. RoutingError when the
+        gateway still knows the version after the change.
+        """
+
+    def known_versions(self, model: str) -> set[int]:
+        """Versions of `model` the gateway keeps something for (what `forget` would remove), plus
+        those receiving traffic. Routers that keep versions beyond the routing override this."""
+        current = self.get_state(model)
+        return set(current.versions) if current else set()
 
     def set_weights(self, model: str, weights: dict[int, int]) -> RoutingState:
         """Change only the split; header routes and mirror stay as they are."""

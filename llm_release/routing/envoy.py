@@ -27,19 +27,34 @@ Shadow (mirror): Envoy sends the copy with the *primary's* rewritten path, so in
 Triton topologies the copy goes to an internal "shadow" listener of the same Envoy, addressed by
 host `<model>.v<N>.shadow`, which rewrites it for version N. Copies are counted on their own
 clusters (`<model>_v<N>_shadow`); their answers are discarded by Envoy.
+
+Writers: one Envoy may be changed by several processes at once (two Airflow workers, the CLI
+beside a DAG). Every change reads routing-state.json, changes one model, rewrites the xDS files
+and verifies what Envoy serves, all under an exclusive `flock` on `routing.lock` in the xDS
+directory, so no writer loses another's update and none verifies while another rewrites. A
+writer waits for the lock at most `lock_timeout_s` (30 s by default), then raises RoutingError
+naming the lock file.
+
+Forgetting a version (`forget`): its clusters, pinned route and shadow host are removed (routes
+first, then clusters, so no route ever names a missing cluster), and its pinned paths
+`/v2/models/<m>/versions/<N>/...` answer 404 at the gateway instead of passing through to
+Triton. A version that still receives traffic is refused. Routing it again brings it back.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import requests
 
 from llm_release.errors import RoutingError, SpecError
-from llm_release.fsutil import write_atomically
+from llm_release.fsutil import exclusive_lock, write_atomically
 from llm_release.routing.base import TrafficRouter
 from llm_release.routing.state import RoutingState
 
@@ -49,6 +64,8 @@ PASSTHROUGH_CLUSTER = "triton"
 SHADOW_CLUSTER = "shadow_listener"
 TOPOLOGIES = ("versions", "model_per_release", "deployment_per_version")
 _ENDPOINTS = "infer|generate|generate_stream"
+LOCK_FILE = "routing.lock"
+LOG = logging.getLogger("llm_release.routing.envoy")
 
 
 def cluster_name(model: str, version: int, *, shadow: bool = False) -> str:
@@ -65,13 +82,14 @@ class EnvoyRouter(TrafficRouter):
     :param upstream: (host, port) of the Triton that serves every version (shared topologies).
     :param backends: version -> (host, port), for `deployment_per_version`.
     :param shadow_listener: (host, port) of this Envoy's internal shadow listener.
+    :param lock_timeout_s: how long a change waits for another writer of the same xDS directory.
     """
 
     kind = "envoy"
 
     def __init__(self, xds_dir: Path, admin_url: str, upstream: tuple[str, int], *, topology: str = "versions",
                  backends: dict[int, tuple[str, int]] | None = None, shadow_listener: tuple[str, int] | None = None,
-                 timeout_s: float = 10.0):
+                 timeout_s: float = 10.0, lock_timeout_s: float = 30.0):
         if topology not in TOPOLOGIES:
             raise SpecError("topology", f"{topology!r} is not a known topology", f"use one of {', '.join(TOPOLOGIES)}")
         self.xds_dir = Path(xds_dir)
@@ -81,13 +99,27 @@ class EnvoyRouter(TrafficRouter):
         self.backends = backends or {}
         self.shadow_listener = shadow_listener
         self.timeout_s = timeout_s
+        self.lock_timeout_s = lock_timeout_s
         self._state_file = self.xds_dir / "routing-state.json"
+        self.lock_file = self.xds_dir / LOCK_FILE
 
     # -- desired state (ours) -------------------------------------------------------------
     def _load(self) -> dict[str, dict]:
         if not self._state_file.exists():
             return {}
         return json.loads(self._state_file.read_text())["models"]
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer of this xDS directory at a time, across processes (see the module docstring)."""
+        self.xds_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with exclusive_lock(self.lock_file, timeout_s=self.lock_timeout_s):
+                yield
+        except TimeoutError as exc:
+            raise RoutingError(f"another writer has held the Envoy routing lock {self.lock_file} for more than "
+                               f"{self.lock_timeout_s:g} s; a change may be stuck: look for a hung llm-release "
+                               "process on this host, then retry") from exc
 
     # -- TrafficRouter --------------------------------------------------------------------
     def get_state(self, model: str) -> RoutingState | None:
@@ -102,22 +134,79 @@ class EnvoyRouter(TrafficRouter):
                    and v not in self.backends]
         if missing:
             raise SpecError("backends", f"no backend for versions {missing}", "give host:port for each version")
-        models = self._load()
-        entry = models.get(state.model, {"versions": []})
-        entry["versions"] = sorted(set(entry["versions"]) | _all_versions(state))
-        entry["state"] = state.to_dict()
-        # Topology and backends belong to the model: routers of different topologies can share
-        # one Envoy without re-rendering each other's models their own way.
-        entry["topology"] = self.topology
-        entry["backends"] = {str(v): list(hp) for v, hp in self.backends.items()}
-        entry["upstream"] = list(self.upstream)
-        models[state.model] = entry
-        self._write(models)
-        applied = self.get_state(state.model)
-        if applied != state:
-            raise RoutingError(f"Envoy serves {applied.to_dict() if applied else None} for {state.model}, "
-                               f"expected {state.to_dict()}")
-        return applied
+        # Read, change, write and verify under the lock: a concurrent writer neither loses this
+        # change nor sees it verified against files it is rewriting.
+        with self._locked():
+            models = self._load()
+            entry = models.get(state.model, {"versions": []})
+            entry["versions"] = sorted(set(entry["versions"]) | _all_versions(state))
+            entry["state"] = state.to_dict()
+            # Topology and backends belong to the model: routers of different topologies can share
+            # one Envoy without re-rendering each other's models their own way.
+            entry["topology"] = self.topology
+            entry["backends"] = {str(v): list(hp) for v, hp in self.backends.items()}
+            entry["upstream"] = list(self.upstream)
+            # Routing a forgotten version again brings it back.
+            forgotten = [v for v in entry.get("forgotten", []) if v not in _all_versions(state)]
+            if forgotten:
+                entry["forgotten"] = forgotten
+            else:
+                entry.pop("forgotten", None)
+            models[state.model] = entry
+            self._write(models)
+            applied = self.get_state(state.model)
+            if applied != state:
+                raise RoutingError(f"Envoy serves {applied.to_dict() if applied else None} for {state.model}, "
+                                   f"expected {state.to_dict()}")
+            return applied
+
+    def known_versions(self, model: str) -> set[int]:
+        """Versions of `model` that have a cluster in Envoy now (routed once, not forgotten since)."""
+        own = re.compile(rf"^{re.escape(model)}_v([0-9]+)(_shadow)?$")
+        return {int(found.group(1)) for name in self._live_clusters() if (found := own.match(name))}
+
+    def forget(self, model: str, version: int) -> RoutingState | None:
+        """Remove `version`'s clusters, pinned route and shadow host; its pinned paths answer 404.
+
+        Refused (SpecError on "version") while the version receives traffic. A version Envoy
+        does not know is a no-op. Verified on the admin API; returns the model's routing.
+        """
+        version = _checked_version(version)
+        with self._locked():
+            models = self._load()
+            entry = models.get(model)
+            current = self.get_state(model)
+            written = RoutingState.from_dict(entry["state"]) if entry and entry.get("state") else None
+            for routing, what in ((current, "Envoy serves"), (written, "the routing last written is")):
+                if routing is not None and version in routing.versions:
+                    raise SpecError("version", f"{model} v{version} still receives traffic ({what} "
+                                    f"{routing.describe()})", "move its traffic to other versions first "
+                                    "(set_weights, switch, or drop its header route and mirror), then forget it")
+            names = {cluster_name(model, version), cluster_name(model, version, shadow=True)}
+            in_file = entry is not None and version in entry.get("versions", [])
+            if not in_file and not names & self._live_clusters():
+                LOG.info("%s: Envoy does not know v%d; nothing to forget", model, version)
+                return current
+            if entry is not None:
+                entry["versions"] = [v for v in entry["versions"] if v != version]
+                entry["forgotten"] = sorted(set(entry.get("forgotten", [])) | {version})
+            self._write(models, dropping=names)
+            self._verify_forgotten(model, version, current)
+            LOG.info("%s: Envoy forgot v%d (clusters %s removed); routing: %s", model, version,
+                     ", ".join(sorted(names)), current.describe() if current else "none")
+            return current
+
+    def _verify_forgotten(self, model: str, version: int, expected: RoutingState | None) -> None:
+        names = {cluster_name(model, version), cluster_name(model, version, shadow=True)}
+        left = sorted(names & self._live_clusters())
+        doc = self._route_config_dump()
+        naming = [route.get("name") for route in doc.get("virtual_hosts", [{}])[0].get("routes", [])
+                  if route.get("name") == f"{model}-v{version}-pinned" or names & _clusters_named(route)]
+        applied = parse_model_state(model, doc)
+        if left or naming or applied != expected:
+            raise RoutingError(f"Envoy still knows {model} v{version} after forgetting it: clusters {left}, "
+                               f"routes {naming}; it serves {applied.to_dict() if applied else None}, expected "
+                               f"{expected.to_dict() if expected else None}")
 
     # -- rendering ------------------------------------------------------------------------
     @staticmethod
@@ -142,21 +231,28 @@ class EnvoyRouter(TrafficRouter):
                     clusters.append(cluster_resource(cluster_name(model, version, shadow=True), shadow_target))
         return clusters
 
-    def _write(self, models: dict[str, dict]) -> None:
+    def _write(self, models: dict[str, dict], *, dropping: set[str] = frozenset()) -> None:
+        """Render and write every model; `dropping` names the clusters this write removes."""
         generation = time.time_ns() // 1000
         clusters = self._clusters(models)
         names = {c["name"] for c in clusters}
-        # Clusters first: a route that names an unknown cluster answers 503.
-        write_xds(self.xds_dir / "cds.json", generation, clusters)
-        self._wait_for(lambda: names <= self._live_clusters(), "clusters")
+        # A route that names an unknown cluster answers 503: clusters are added before the routes
+        # that use them, and removed after the routes that used them are gone.
+        if not dropping:
+            write_xds(self.xds_dir / "cds.json", generation, clusters)
+            self._wait_for(lambda: names <= self._live_clusters(), "clusters")
         states = {m: RoutingState.from_dict(e["state"]) for m, e in models.items()}
         versions = {m: e["versions"] for m, e in models.items()}
         topologies = {m: e.get("topology", "versions") for m, e in models.items()}
+        forgotten = {m: e["forgotten"] for m, e in models.items() if e.get("forgotten")}
         write_xds(self.xds_dir / "rds-shadow.json", generation,
                   [shadow_route_config(versions, topologies, generation)])
         write_xds(self.xds_dir / "rds.json", generation,
-                  [route_config(states, versions, topologies, generation)])
+                  [route_config(states, versions, topologies, generation, forgotten=forgotten)])
         self._wait_for(lambda: self._route_config_version(ROUTE_CONFIG_NAME) == str(generation), "routes")
+        if dropping:
+            write_xds(self.xds_dir / "cds.json", generation, clusters)
+            self._wait_for(lambda: names <= (live := self._live_clusters()) and not live & dropping, "clusters")
         write_atomically(self._state_file, json.dumps({"generation": generation, "models": models}, indent=2))
 
     # -- admin API ------------------------------------------------------------------------
@@ -192,6 +288,19 @@ class EnvoyRouter(TrafficRouter):
                 return
             time.sleep(0.02)
         raise RoutingError(f"Envoy did not apply the new {what} within {self.timeout_s:.0f} s")
+
+
+def _checked_version(version) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise SpecError("version", f"{version!r} is not a positive integer", "use Triton version numbers 1, 2, 3, ...")
+    return version
+
+
+def _clusters_named(route: dict) -> set[str]:
+    """The clusters a route sends to, its mirrors' included."""
+    action = route.get("route", {})
+    return ({action["cluster"]} if "cluster" in action else set()) | {
+        m.get("cluster", "") for m in action.get("request_mirror_policies", [])}
 
 
 def _all_versions(state: RoutingState) -> set[int]:
@@ -279,12 +388,25 @@ def model_routes(state: RoutingState, versions, topology: str = "versions") -> l
     return routes
 
 
+def forgotten_route(model: str, versions) -> dict:
+    """Paths of forgotten versions answer 404 here instead of passing through to Triton."""
+    numbers = "|".join(str(v) for v in sorted(versions))
+    return {"name": f"{model}-forgotten",
+            "match": {"safe_regex": {"regex": f"^/v2/models/{re.escape(model)}/versions/({numbers})(/.*)?$"}},
+            "direct_response": {"status": 404, "body": {"inline_string":
+                                f"this version of {model} is not routed by the gateway (forgotten)\n"}},
+            "metadata": _meta(model, "forgotten", versions=sorted(versions))}
+
+
 def route_config(states: dict[str, RoutingState], versions: dict[str, list[int]],
-                 topologies: dict[str, str] | str = "versions", generation: int = 0) -> dict:
+                 topologies: dict[str, str] | str = "versions", generation: int = 0,
+                 forgotten: dict[str, list[int]] | None = None) -> dict:
     def topology(model: str) -> str:
         return topologies if isinstance(topologies, str) else topologies.get(model, "versions")
 
     routes = [r for model, state in sorted(states.items()) for r in model_routes(state, versions[model], topology(model))]
+    # Forgotten versions' paths answer 404 instead of reaching Triton through the passthrough.
+    routes += [forgotten_route(model, gone) for model, gone in sorted((forgotten or {}).items()) if gone]
     # Anything else under /v2 (health, metadata, models without routes) goes straight to Triton.
     # The repository (load/unload) API is not exposed through the gateway.
     routes.append({"name": "deny-repository", "match": {"prefix": "/v2/repository"},

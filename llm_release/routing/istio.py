@@ -11,6 +11,7 @@ from kubernetes import client as k8s
 
 from llm_release.errors import RoutingError, SpecError
 from llm_release.routing.kubernetes import (
+    LOG,
     PER_VERSION,
     _known,
     _KubernetesRouter,
@@ -127,6 +128,65 @@ class IstioRouter(_KubernetesRouter):
         present = {s.get("name") for s in subsets}
         subsets += [{"name": n, "labels": {self.version_label: n}} for n in sorted(wanted - present)]
         return obj
+
+    # -- forgetting a version ------------------------------------------------------------------------
+    def _ours(self, subset: dict) -> bool:
+        """A subset in the form this router creates (others are the chart's or a person's)."""
+        name = subset.get("name")
+        return isinstance(name, str) and subset.get("labels") == {self.version_label: name} \
+            and set(subset) <= {"name", "labels"}
+
+    def _subsets_in_use(self) -> set[str]:
+        """Subsets any route of the VirtualService names (any model, any owner, mirrors included)."""
+        used = set()
+        for route in self._routes():
+            destinations = [d.get("destination") or {} for d in route.get("route") or []]
+            destinations.append(route.get("mirror") or {})
+            destinations += [m.get("destination") or {} for m in route.get("mirrors") or []]
+            used |= {d["subset"] for d in destinations if isinstance(d, dict) and d.get("subset")}
+        return used
+
+    def _removable(self, rule: dict, name: str, in_use: set[str]) -> bool:
+        subsets = (rule.get("spec") or {}).get("subsets") or []
+        return any(s.get("name") == name and self._ours(s) for s in subsets) and name not in in_use
+
+    def _forgettable_destinations(self, model: str) -> set[int]:
+        if self.topology != PER_VERSION:
+            return set()
+        in_use = self._subsets_in_use()
+        rule = self._read(self._destination_rule)
+        versions = set()
+        for subset in (rule.get("spec") or {}).get("subsets") or []:
+            version = self.subsets.version_of(model, subset.get("name"))
+            if version is not None and self._removable(rule, subset["name"], in_use):
+                versions.add(version)
+        return versions
+
+    def _forget_destinations(self, model: str, version: int) -> None:
+        if self.topology != PER_VERSION:
+            return
+        name = self._subset(model, version)
+
+        def without_subset(rule: dict) -> dict:
+            # The VirtualService is read again on every try: a route added since keeps the subset.
+            in_use = self._subsets_in_use()
+            subsets = (rule.get("spec") or {}).get("subsets") or []
+            if self._removable(rule, name, in_use):
+                rule["spec"]["subsets"] = [s for s in subsets if s.get("name") != name]
+            elif any(s.get("name") == name for s in subsets):
+                LOG.info("%s: subset %s kept (%s)", self._where(self._destination_rule), name,
+                         "a route still names it" if name in in_use else "not created by llm-release")
+            return rule
+
+        self._update(self._destination_rule, without_subset)
+
+    def _verify_destinations_forgotten(self, model: str, version: int) -> None:
+        if self.topology != PER_VERSION:
+            return
+        name = self._subset(model, version)
+        if self._removable(self._read(self._destination_rule), name, self._subsets_in_use()):
+            raise RoutingError(f"{self._where(self._destination_rule)} still has subset {name} after forgetting "
+                               f"{model} v{version}")
 
 
 # -- Gateway API ------------------------------------------------------------------------------------

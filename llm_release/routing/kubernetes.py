@@ -26,6 +26,12 @@ recomputes, up to `conflict_retries` times. Writes ask for strict field validati
 the cluster's CRD does not know fails loudly instead of being dropped. After each change the
 router reads the object back and verifies it serves exactly the state asked for.
 
+Forgetting a version (`forget`): once a version receives no traffic (refused otherwise), its
+pin routes are removed from the object and, for Istio, its DestinationRule subset, unless a
+route of the VirtualService still names that subset (subset names such as `v3` may be shared by
+several models) or the subset is not in the form this router writes. Gateway API backend
+Services belong to the chart and are left alone.
+
 Topologies (names as in the Envoy router):
 
 - `deployment_per_version` (default): one Triton deployment per version; the split is between
@@ -233,6 +239,74 @@ class _KubernetesRouter(TrafficRouter):
                                f"{expected.model} after the write, expected {expected.to_dict()}")
         LOG.info("%s: %s now routes %s", self._where(), expected.model, expected.to_dict())
         return applied
+
+    def known_versions(self, model: str) -> set[int]:
+        """Versions receiving traffic, with a pin route, or with a destination `forget` would remove."""
+        routes = self._routes()
+        current = self._state_of(model, routes)
+        pinned = {v for r in routes if route_kind(model, r.get("name")) == PIN for v in self._route_versions(model, r)}
+        return (set(current.versions) if current else set()) | pinned | self._forgettable_destinations(model)
+
+    def forget(self, model: str, version: int) -> RoutingState | None:
+        """Remove `version`'s pin routes (and, for Istio, its subset); see the module docstring."""
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise SpecError("version", f"{version!r} is not a positive integer",
+                            "use Triton version numbers 1, 2, 3, ...")
+        current = self.get_state(model)
+        self._refuse_while_routed(current, model, version)
+        # The check runs again on every read inside the update: a state applied in between wins.
+        self._update(self._object, lambda obj: self._without_pins(obj, model, version))
+        self._forget_destinations(model, version)
+        routes = self._routes()
+        applied = self._state_of(model, routes)
+        left = sorted(r.get("name") for r in routes if route_kind(model, r.get("name"))
+                      and version in self._route_versions(model, r))
+        if left or applied != current:
+            raise RoutingError(f"{self._where()} still names {model} v{version} after forgetting it (routes {left}); "
+                               f"it serves {applied.to_dict() if applied else 'no route'}, expected "
+                               f"{current.to_dict() if current else 'no route'}")
+        self._verify_destinations_forgotten(model, version)
+        LOG.info("%s: %s v%d forgotten; routing: %s", self._where(), model, version,
+                 current.describe() if current else "none")
+        return applied
+
+    def _refuse_while_routed(self, state: RoutingState | None, model: str, version: int) -> None:
+        if state is not None and version in state.versions:
+            raise SpecError("version", f"{model} v{version} still receives traffic ({self._where()} serves "
+                            f"{state.describe()})", "move its traffic to other versions first (set_weights, "
+                            "switch, or drop its header route and mirror), then forget it")
+
+    def _without_pins(self, obj: dict, model: str, version: int) -> dict:
+        routes = (obj.get("spec") or {}).get(self.routes_key) or []
+        self._refuse_while_routed(self._state_of(model, routes), model, version)
+        pin = route_name(model, PIN, f"v{version}")
+        kept = [r for r in routes if not (route_kind(model, r.get("name")) == PIN
+                                          and (r.get("name") == pin or version in self._route_versions(model, r)))]
+        if len(kept) != len(routes):
+            obj["spec"][self.routes_key] = kept
+        return obj
+
+    def _route_versions(self, model: str, route: dict) -> set[int]:
+        """Every version one of our routes names (destinations and mirror)."""
+        try:
+            mirror = self._mirror(model, route)
+            return {v for v, _ in self._targets(model, route)} | ({mirror[0]} if mirror else set())
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise RoutingError(f"{self._where()}: route {route.get('name')!r} is not in the form llm-release "
+                               f"writes ({exc!r}); apply a state to rewrite it") from exc
+
+    def _routes(self) -> list[dict]:
+        return (self._read(self._object).get("spec") or {}).get(self.routes_key) or []
+
+    def _forgettable_destinations(self, model: str) -> set[int]:
+        """Versions whose destination (Istio subset) `forget` would remove."""
+        return set()
+
+    def _forget_destinations(self, model: str, version: int) -> None:
+        """Remove the version's destination where this router created it (Istio: the subset)."""
+
+    def _verify_destinations_forgotten(self, model: str, version: int) -> None:
+        """Raise RoutingError when a destination `forget` should have removed is still there."""
 
     # -- checks before any request ----------------------------------------------------------------
     def _checked(self, state: RoutingState) -> RoutingState:

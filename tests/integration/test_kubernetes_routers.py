@@ -477,3 +477,102 @@ def test_a_misconfigured_router_is_refused_when_built(double, make):
     with pytest.raises(SpecError):
         make(client_for(double))
     assert double.count() == 0
+
+
+# -- forgetting a version ----------------------------------------------------------------------------------
+def subsets(mesh: Mesh) -> list[str]:
+    return [s["name"] for s in mesh.double.stored("destinationrules", NS, NAME)["spec"]["subsets"]]
+
+
+def leave_stale_pin(mesh: Mesh, version: int) -> dict:
+    """A pin route for `version` left in the object (by hand, or by an older release of the router)
+    while the routing no longer names the version: put back through the API as a person would."""
+    pinning = mesh.router(pin_header="x-llm-release-version")
+    before = pinning.get_state(MODEL)
+    pinning.apply(RoutingState(MODEL, {**before.weights}, header="x-experiment", header_routes={"S": version}))
+    pin = copy.deepcopy(mesh.route(route_name(MODEL, "pin", f"v{version}")))
+    pinning.apply(before)
+    api = CustomObjectsApi(mesh.api_client)
+    group = ISTIO if mesh.kind == "istio" else GATEWAY
+    obj = api.get_namespaced_custom_object(*group, NS, mesh.plural, NAME)
+    obj["spec"][mesh.routes_key].insert(0, pin)
+    api.replace_namespaced_custom_object(*group, NS, mesh.plural, NAME, obj, field_validation="Strict")
+    return pin
+
+
+def test_forget_removes_what_is_left_of_a_version_without_traffic_and_keeps_the_rest(mesh):
+    router = mesh.router()
+    router.apply(RoutingState(OTHER_MODEL, {3: 100}))
+    router.set_weights(MODEL, {1: 90, 2: 10})
+    router.switch(MODEL, 1)
+    pin = leave_stale_pin(mesh, 2)
+    foreign, other = mesh.foreign(), mesh.route(route_name(OTHER_MODEL, "split"))
+    assert 2 in router.known_versions(MODEL)
+    if mesh.kind == "istio":
+        assert subsets(mesh) == ["stable", "v3", "v1", "v2"]
+
+    assert router.forget(MODEL, 2) == RoutingState(MODEL, {1: 100})
+
+    assert pin["name"] not in [r.get("name") for r in mesh.routes()]
+    assert router.known_versions(MODEL) == {1}
+    assert router.get_state(MODEL) == RoutingState(MODEL, {1: 100})
+    assert mesh.foreign() == foreign
+    assert mesh.route(route_name(OTHER_MODEL, "split")) == other
+    assert mesh.double.violations(mesh.plural, mesh.stored()) == []
+    if mesh.kind == "istio":  # the chart's subset and the other versions' stay
+        assert subsets(mesh) == ["stable", "v3", "v1"]
+    assert router.switch(MODEL, 1) == RoutingState(MODEL, {1: 100})  # the remaining version still routes
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_forget_refuses_a_version_that_receives_traffic_and_writes_nothing(mesh, version):
+    router = mesh.router()
+    state = RoutingState(MODEL, {1: 90, 2: 10}, header="x-experiment", header_routes={"B": 3},
+                         mirror_version=4, mirror_percent=50)
+    router.apply(state)
+    writes = mesh.writes()
+
+    with pytest.raises(SpecError) as err:
+        router.forget(MODEL, version)  # split, canary, header route, mirror
+    assert err.value.field == "version"
+    assert state.describe() in str(err.value)
+    assert mesh.writes() == writes
+    assert router.get_state(MODEL) == state
+
+
+def test_forgetting_a_version_the_router_does_not_know_writes_nothing(mesh):
+    router = mesh.router()
+    router.apply(RoutingState(MODEL, {1: 100}))
+    writes = mesh.writes()
+
+    assert router.forget(MODEL, 7) == RoutingState(MODEL, {1: 100})
+    assert router.forget("never_routed", 1) is None
+    assert mesh.writes() == writes
+
+
+def test_istio_keeps_a_subset_another_model_still_routes_to(double):
+    mesh = Mesh("istio", double, client_for(double))
+    mesh.seed()
+    router = mesh.router()
+    router.set_weights(MODEL, {1: 90, 2: 10})
+    router.switch(MODEL, 1)
+    router.apply(RoutingState(OTHER_MODEL, {2: 100}))  # subset names `v{version}` are shared by models
+    writes = mesh.writes()
+
+    assert 2 not in router.known_versions(MODEL)
+    assert router.forget(MODEL, 2) == RoutingState(MODEL, {1: 100})
+    assert "v2" in subsets(mesh)
+    assert mesh.writes() == writes
+    assert router.get_state(OTHER_MODEL) == RoutingState(OTHER_MODEL, {2: 100})
+
+
+def test_istio_forget_reads_back_and_reports_a_subset_still_there(double):
+    mesh = Mesh("istio", double, client_for(double))
+    mesh.seed()
+    router = mesh.router()
+    router.set_weights(MODEL, {1: 90, 2: 10})
+    router.switch(MODEL, 1)
+    router._forget_destinations = lambda model, version: None  # a write that did not take
+
+    with pytest.raises(RoutingError, match=f"DestinationRule {NS}/{NAME} still has subset v2"):
+        router.forget(MODEL, 2)

@@ -1,0 +1,1 @@
+"""Schema revisions of the release records, oldest first (0001, 0002, ...)."""

@@ -1,0 +1,165 @@
+"""Whole releases on the real stack, driven by the core state machine (no Airflow): traffic
+through Envoy under live load, the judge on Prometheus, records in SQLite.
+
+The stack plays staging and production (llm_release.stack.local.local_environments).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_release.engine.faults import Faults, install_faulty_version
+from llm_release.loadgen import SteadyLoad
+from llm_release.model_repo import install_version
+from llm_release.records import ReleaseRecords
+from llm_release.release.machine import ROLLED_BACK, ReleaseMachine, ReleaseRefused, drive
+from llm_release.release.spec import ReleaseSpec
+from llm_release.routing.state import RoutingState
+from llm_release.stack.local import local_environment
+
+MODEL = "release_lm"
+STABLE, GOOD, BAD, NEVER_STAGED = 1, 2, 3, 4
+FAST = {"min_soak_s": 10, "max_soak_s": 120}
+ONSET_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def release_model(stack, engines, triton, router):
+    repo = stack["model_repository"]
+    engine = engines["dir"] / "engine1"
+    for version in (STABLE, GOOD, NEVER_STAGED):
+        install_version(engine, repo, model_name=MODEL, version=version)
+    # Good through its load, probe and warm-up; fails a third of its requests from ONSET_S on.
+    install_faulty_version(engine, repo, Faults(error_rate=0.3, onset_s=ONSET_S, seed=11), model_name=MODEL,
+                           version=BAD)
+    triton.load_versions(MODEL, [STABLE])
+    try:
+        yield MODEL
+    finally:
+        router.apply(RoutingState(MODEL, {STABLE: 100}))
+        triton.unload_versions(MODEL, triton.ready_versions(MODEL) or [STABLE])
+
+
+@pytest.fixture()
+def records(tmp_path):
+    store = ReleaseRecords(ReleaseRecords.sqlite_url(tmp_path / "releases.db"))
+    yield store
+    store.close()
+
+
+@pytest.fixture()
+def stable_routing(router, release_model):
+    """Every test starts from all traffic on the stable version, with an A/B route beside it
+    (a rollback must restore that too, not just the split)."""
+    state = RoutingState(MODEL, {STABLE: 100}, header="x-team", header_routes={"qa": STABLE})
+    router.apply(state)
+    return state
+
+
+def machine(stack, records, name="staging", holder="test-holder"):
+    return ReleaseMachine(records, local_environment(stack["state"], name), holder=holder)
+
+
+def run(stack, records, spec: dict, *, env="staging", approve=None):
+    m = machine(stack, records, env)
+    spec = ReleaseSpec.from_dict({"model": MODEL, "environment": env, **FAST, **spec})
+    record = m.begin(spec, requested_by="tester")
+    with SteadyLoad(f"{stack['components']['envoy']['url']}/v2/models/{MODEL}/generate", rate_per_s=30.0):
+        try:
+            return drive(m, record.id, approve=approve)
+        except Exception:
+            return records.get(record.id)
+
+
+def test_a_good_version_goes_through_every_step_to_all_traffic(stack, records, router, stable_routing):
+    # Even splits: on this 2-CPU stack a version taking a small share of the requests idles
+    # between them and answers measurably slower than the busy one (docs/releases.md).
+    final = run(stack, records, {"version": GOOD, "steps": [50, 100]})
+    assert final.outcome == "promoted", final.reason
+    assert router.get_state(MODEL) == RoutingState(MODEL, {GOOD: 100})
+    steps = [e.data["routing"]["weights"] for e in final.events if e.kind == "step"]
+    assert steps == [{"1": 50, "2": 50}]
+    verdicts = [e.data for e in final.events if e.kind == "verdict"]
+    assert [v["decision"] for v in verdicts] == ["PASS"]
+    assert all(v["verdict"]["checks"] for v in verdicts)  # the numbers behind each verdict are kept
+    assert records.lease(model=MODEL, environment="staging/local") is None
+    assert final.artifact_digest and final.artifact_digest.startswith("sha256:")
+
+
+def test_a_version_that_starts_failing_mid_canary_is_rolled_back_to_the_exact_routing(stack, records, router,
+                                                                                      stable_routing):
+    final = run(stack, records, {"version": BAD, "steps": [50, 100], "min_soak_s": ONSET_S + 45})
+    assert final.state == ROLLED_BACK and final.outcome == "rolled_back"
+    assert "FAIL" in final.reason or "failed" in final.reason
+    assert router.get_state(MODEL) == stable_routing  # header route included
+    assert [e.data["decision"] for e in final.events if e.kind == "verdict"] == ["FAIL"]
+
+
+def test_production_refuses_a_digest_that_never_passed_staging(stack, records, router, stable_routing):
+    m = machine(stack, records, "production")
+    with pytest.raises(ReleaseRefused, match="never passed staging"):
+        m.begin(ReleaseSpec.from_dict({"model": MODEL, "version": NEVER_STAGED, "environment": "production"}))
+    assert router.get_state(MODEL) == stable_routing
+    (record,) = records.history(MODEL)
+    assert record.outcome == "refused" and "never passed staging" in record.reason
+
+
+def test_a_rejected_approval_in_production_rolls_back(stack, records, router, stable_routing):
+    # Staging first. The stack plays both environments on one gateway: once staging is done,
+    # put production's routing back as it was.
+    staged = run(stack, records, {"version": GOOD, "steps": [50, 100]})
+    assert staged.outcome == "promoted", staged.reason
+    router.apply(stable_routing)
+    asked = []
+
+    def reject(record, evidence):
+        asked.append(evidence)
+        return False, "alice"
+
+    final = run(stack, records, {"version": GOOD, "steps": [50, 100]}, env="production", approve=reject)
+    assert final.outcome == "rolled_back" and "rejected by alice" in final.reason
+    assert router.get_state(MODEL) == stable_routing
+    assert "PASS" in asked[0] and "x-team=qa" in asked[0]  # the evidence shows the verdicts and what comes back
+    approvals = [e for e in final.events if e.kind == "approval"]
+    assert approvals and approvals[0].actor == "alice"
+
+
+def test_a_second_release_of_the_model_is_refused_naming_the_holder(stack, records, router, stable_routing):
+    records.acquire_lease(model=MODEL, environment="staging/local", holder="release/manual__other", release_id=None,
+                          ttl_s=600)
+    with pytest.raises(ReleaseRefused, match="release/manual__other"):
+        machine(stack, records).begin(ReleaseSpec.from_dict({"model": MODEL, "version": GOOD}))
+    assert router.get_state(MODEL) == stable_routing
+
+
+def rollback_cli(stack, *args):
+    import json
+    import subprocess
+    import sys
+
+    run_ = subprocess.run([sys.executable, "-m", "llm_release.cli", "rollback", "--model", MODEL, "--env", "staging",
+                           "--state-dir", str(stack["state_dir"]), "--json", *args],
+                          capture_output=True, text=True, timeout=60)
+    assert run_.returncode == 0, run_.stdout + run_.stderr
+    return json.loads(run_.stdout)
+
+
+def test_on_call_rolls_back_the_release_in_flight_in_one_command(stack, records, router, stable_routing, tmp_path):
+    m = machine(stack, records)
+    record = m.begin(ReleaseSpec.from_dict({"model": MODEL, "version": GOOD, "steps": [50, 100]}))
+    for step in (m.load, m.probe, m.shift):
+        step(record.id)
+    assert router.get_state(MODEL).weights == {STABLE: 50, GOOD: 50}
+    result = rollback_cli(stack, "--records", records.url)  # no --to: the records say what was stable
+    assert router.get_state(MODEL) == stable_routing
+    assert result["recorded"] and result["release_id"] == record.id
+    closed = records.get(record.id)
+    assert closed.outcome == "rolled_back" and "emergency rollback" in closed.reason
+    assert m.next_action(closed) is None  # the DAG's next task finds nothing left to do
+
+
+def test_the_emergency_rollback_works_with_the_records_database_down(stack, router, stable_routing):
+    router.apply(RoutingState(MODEL, {STABLE: 50, GOOD: 50}))
+    result = rollback_cli(stack, "--to", str(STABLE), "--records", "postgresql+psycopg://nobody@127.0.0.1:9/none")
+    assert router.get_state(MODEL) == RoutingState(MODEL, {STABLE: 100})
+    assert not result["recorded"] and "unreachable" in result["records_problem"]
