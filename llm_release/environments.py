@@ -157,14 +157,14 @@ class Environment:
     def from_dict(cls, doc, where: str = "environment") -> "Environment":
         if not isinstance(doc, dict):
             raise SpecError(where, f"{doc!r} is not an object", "write one JSON object per environment")
-        _only(doc, {"name", "region", "triton", "router", "prometheus_url", "gateway_url", "approval_required",
-                    "requires_passed", "disabled_checks", "description"}, where)
         name, region = doc.get("name"), doc.get("region") or "default"
         for key, value in (("name", name), ("region", region)):
             if not isinstance(value, str) or not NAME.match(value):
                 raise SpecError(f"{where}.{key}", f"{value!r} is not a valid {key}",
                                 "use lower-case letters, digits, - and _, starting with a letter")
         where = f"{where} ({name}/{region})"
+        _only(doc, {"name", "region", "triton", "router", "prometheus_url", "gateway_url", "approval_required",
+                    "requires_passed", "disabled_checks", "description"}, where)
         requires = doc.get("requires_passed")
         if requires is not None and (not isinstance(requires, str) or not NAME.match(requires) or requires == name):
             raise SpecError(f"{where}.requires_passed", f"{requires!r} is not another environment's name",
