@@ -221,22 +221,23 @@ def _store_options(p) -> None:
 
 
 def _gateway(args):
-    """The router and Triton for traffic commands: a local stack's, or given explicitly."""
-    from llm_release.routing.envoy import EnvoyRouter
+    """The router and Triton for traffic commands: an environment's, a local stack's, or given explicitly."""
+    from llm_release.environments import RouterSpec, build_router
     from llm_release.stack.local import LocalStack, gateway_router
     from llm_release.triton_control import TritonControl
 
+    if getattr(args, "env", None):
+        env = _environment(args)
+        return env.router_instance(), env.served_versions()
     if args.envoy_admin:
         if not (args.xds_dir and args.upstream):
             raise SpecError("--xds-dir/--upstream", "are required with --envoy-admin", "give the xDS directory and Triton host:port")
-        host, port = args.upstream.rsplit(":", 1)
-        shadow = tuple(args.shadow.rsplit(":", 1)) if args.shadow else None
-        router = EnvoyRouter(Path(args.xds_dir), args.envoy_admin, (host, int(port)),
-                             shadow_listener=(shadow[0], int(shadow[1])) if shadow else None)
-        return router, TritonControl(args.triton_url) if args.triton_url else None
+        spec = RouterSpec.from_dict({"kind": "envoy", "admin_url": args.envoy_admin, "xds_dir": args.xds_dir,
+                                     "upstream": args.upstream, "shadow_listener": args.shadow}, "--envoy-admin")
+        return build_router(spec), TritonControl(args.triton_url) if args.triton_url else None
     state = LocalStack(args.state_dir).read_state()
     if not state:
-        raise SpecError("--state-dir", "no running stack there", "start one, or give --envoy-admin/--xds-dir/--upstream")
+        raise SpecError("--state-dir", "no running stack there", "start one, or give --env, or --envoy-admin/--xds-dir/--upstream")
     return gateway_router(state), TritonControl(state["components"]["triton"]["url"])
 
 
@@ -376,14 +377,13 @@ def cmd_rehearse(args) -> int:
     from llm_release.stack.local import default_state_dir
 
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir().parent / "rehearsal"
-    cfg = RehearsalConfig(state_dir=state_dir, requests=args.requests, canary_weight=args.canary_weight,
-                          keep_stack=args.keep_stack)
+    cfg = RehearsalConfig(state_dir=state_dir, keep_stack=args.keep_stack, rate_per_s=args.rate)
+    if args.steps:
+        cfg.steps = [int(x) for x in args.steps.split(",")]
     summary = run_rehearsal(cfg)
     print()
     print(format_summary(summary))
-    traffic = summary.get("traffic", {})
-    metrics_agree = summary.get("prometheus", {}).get("counts_match_clients")
-    return 0 if traffic.get("split_ok") and not traffic["errors"] and metrics_agree else 1
+    return 0 if summary.get("ok") else 1
 
 
 def _duration(seconds: float) -> str:
@@ -617,6 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--upstream", help="Triton host:port behind the gateway")
         t.add_argument("--shadow", help="the gateway's shadow listener host:port")
         t.add_argument("--triton-url", help="Triton HTTP URL for readiness checks")
+        t.add_argument("--env", help="an environment (its router, any kind, and its Triton topology)")
+        t.add_argument("--region", help="the environment's region, when it has several")
+        t.add_argument("--environments", help="environments file (default: the local stack's environments.json)")
         t.add_argument("--record", help="file keeping the routing before/after a shift (rollback reads it)")
         if name == "set":
             t.add_argument("--weights", required=True, help="e.g. 1=90,2=10")
@@ -696,8 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("rehearse", help="run the local release rehearsal end to end")
     r.add_argument("--state-dir")
-    r.add_argument("--requests", type=int, default=1000)
-    r.add_argument("--canary-weight", type=int, default=10)
+    r.add_argument("--steps", help="canary steps of both releases, e.g. 50,100 (default)")
+    r.add_argument("--rate", type=float, default=30.0, help="client requests per second during the releases")
     r.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
     r.set_defaults(func=cmd_rehearse)
     return parser

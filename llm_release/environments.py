@@ -148,6 +148,7 @@ class Environment:
     approval_required: bool = False  # a person approves the final step (production)
     requires_passed: str | None = None  # a version must have passed this environment first
     disabled_checks: dict[str, str] = field(default_factory=dict)  # judge checks this runtime cannot feed -> why
+    scheduled_retirement: str = "retire"  # what a scheduled deprecation run does here: retire, or dry_run
 
     @property
     def key(self) -> str:
@@ -164,7 +165,7 @@ class Environment:
                                 "use lower-case letters, digits, - and _, starting with a letter")
         where = f"{where} ({name}/{region})"
         _only(doc, {"name", "region", "triton", "router", "prometheus_url", "gateway_url", "approval_required",
-                    "requires_passed", "disabled_checks", "description"}, where)
+                    "requires_passed", "disabled_checks", "scheduled_retirement", "description"}, where)
         requires = doc.get("requires_passed")
         if requires is not None and (not isinstance(requires, str) or not NAME.match(requires) or requires == name):
             raise SpecError(f"{where}.requires_passed", f"{requires!r} is not another environment's name",
@@ -176,17 +177,22 @@ class Environment:
         if not isinstance(disabled, dict) or not all(isinstance(v, str) and v for v in disabled.values()):
             raise SpecError(f"{where}.disabled_checks", f"{disabled!r} is not check -> reason",
                             'write e.g. {"gpu_headroom": "CPU runtime"}')
+        scheduled = doc.get("scheduled_retirement") or "retire"
+        if scheduled not in ("retire", "dry_run"):
+            raise SpecError(f"{where}.scheduled_retirement", f"{scheduled!r} is not a mode",
+                            "use retire (scheduled deprecation runs retire) or dry_run (they only report)")
         return cls(name=name, region=region, triton=TritonSpec.from_dict(doc.get("triton"), f"{where}.triton"),
                    router=RouterSpec.from_dict(doc.get("router"), f"{where}.router"),
                    prometheus_url=_url(doc.get("prometheus_url"), f"{where}.prometheus_url"),
                    gateway_url=_url(doc["gateway_url"], f"{where}.gateway_url") if doc.get("gateway_url") else None,
-                   approval_required=approval, requires_passed=requires, disabled_checks=dict(disabled))
+                   approval_required=approval, requires_passed=requires, disabled_checks=dict(disabled),
+                   scheduled_retirement=scheduled)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "region": self.region, "triton": self.triton.to_dict(),
                 "router": self.router.to_dict(), "prometheus_url": self.prometheus_url, "gateway_url": self.gateway_url,
                 "approval_required": self.approval_required, "requires_passed": self.requires_passed,
-                "disabled_checks": dict(self.disabled_checks)}
+                "disabled_checks": dict(self.disabled_checks), "scheduled_retirement": self.scheduled_retirement}
 
     # -- the one factory --------------------------------------------------------------------
     def triton_control(self, url: str | None = None):

@@ -1,9 +1,11 @@
-"""The local release rehearsal: every release step that exists so far, on the embedded stack.
+"""The local release rehearsal: the product's main job, end to end, on the embedded stack.
 
-Today: build two reference engines from two checkpoints, install them as versions 1 and 2,
-load both beside each other in Triton, probe each, send traffic through the gateway at a
-90/10 split, and read the split and per-version metrics back from Prometheus. Each step is
-timed; the summary is printed and written as JSON beside the stack's state.
+build -> publish (S3) -> sync (verified, atomic) -> load -> canary steps judged under live load
+-> promote -> retire the oldest version; then a second release whose candidate starts failing
+mid-canary and is rolled back by the judge. Both releases go through the same state machine
+and records as the release DAG (llm_release.release); the timeline of each (steps, weights,
+verdicts with their numbers, the rollback and how long it took) is printed, and written as JSON
+beside the stack's state, with where the records are.
 """
 
 from __future__ import annotations
@@ -15,38 +17,63 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from llm_release.errors import MetricsError
-from llm_release.loadgen import send_generate_requests
-from llm_release.metrics.prometheus import PrometheusClient
-from llm_release.stack.local import LocalStack, gateway_router
-from llm_release.stats import binomial_interval
-from llm_release.triton_control import TritonControl
+from llm_release.stack.local import LocalStack, local_environment
 
 MODEL = "reference_lm"
+FAULT_ONSET_S = 25.0  # the bad engine answers well through load, probe and warm-up, then fails
 
 
 @dataclass
 class RehearsalConfig:
     state_dir: Path
-    requests: int = 1000
-    canary_weight: int = 10
-    concurrency: int = 4
     model: str = MODEL
+    steps: list[int] = field(default_factory=lambda: [50, 100])
+    min_soak_s: float = 20.0
+    max_soak_s: float = 180.0
+    rate_per_s: float = 30.0
     keep_stack: bool = False
-    engines: list[dict] = field(default_factory=lambda: [
-        {"version": 1, "seed": 1, "precision": "fp32"},
-        {"version": 2, "seed": 2, "precision": "fp16"},
-    ])
+    retire_window_s: float = 10.0
+
+
+def _engines(cfg: RehearsalConfig, work: Path) -> list[dict]:
+    """v1 the stable engine, v2 a good new one, v3 one that fails a third of its requests
+    FAULT_ONSET_S after it is loaded (the reference engine wrapped with an injected fault)."""
+    from llm_release.engine.builder import build_engine
+    from llm_release.engine.checkpoint import make_reference_checkpoint
+    from llm_release.engine.faults import Faults, install_faulty_version
+
+    params = {"max_batch_size": 8, "max_input_len": 256, "max_seq_len": 512}
+    out = []
+    for version, seed, precision in ((1, 1, "fp32"), (2, 2, "fp16"), (3, 3, "fp16")):
+        ckpt = make_reference_checkpoint(work / f"checkpoint-seed{seed}", seed=seed)
+        meta = build_engine(ckpt, work / f"engine-v{version}", dict(params, precision=precision),
+                            model_name=cfg.model, version=version)
+        engine_dir = work / f"engine-v{version}"
+        if version == 3:
+            scratch = work / "fault-variant"
+            shutil.rmtree(scratch, ignore_errors=True)
+            engine_dir = install_faulty_version(engine_dir, scratch, Faults(error_rate=0.3, onset_s=FAULT_ONSET_S,
+                                                                            seed=7), model_name=cfg.model, version=3)
+        out.append({"version": version, "dir": engine_dir, "precision": meta.precision})
+    return out
 
 
 def run_rehearsal(cfg: RehearsalConfig, log: Callable[[str], None] = print) -> dict:
-    from llm_release.engine.builder import build_engine
-    from llm_release.engine.checkpoint import make_reference_checkpoint
-    from llm_release.model_repo import install_version
+    from llm_release.artifacts.manifest import Manifest
+    from llm_release.artifacts.publish import publish_engine
+    from llm_release.artifacts.stores.s3 import S3Store
+    from llm_release.artifacts.sync import SyncOptions, run_sync
+    from llm_release.loadgen import SteadyLoad
+    from llm_release.records import ReleaseRecords
+    from llm_release.release.machine import ReleaseMachine, drive
+    from llm_release.release.retirement import RetentionPolicy, plan_retirement, retire_version
+    from llm_release.release.spec import ReleaseSpec
+    from llm_release.routing.state import RoutingState
+    from llm_release.stack.airflow_connections import ARTIFACT_BUCKET, ARTIFACT_PREFIX
 
     stack = LocalStack(cfg.state_dir)
-    summary: dict = {"model": cfg.model, "steps": []}
-    work = Path(cfg.state_dir)  # checkpoints and engines sit beside the stack's own state
+    work = Path(cfg.state_dir)
+    summary: dict = {"model": cfg.model, "steps": [], "releases": []}
 
     def step(name: str, fn):
         log(f"==> {name}")
@@ -58,58 +85,84 @@ def run_rehearsal(cfg: RehearsalConfig, log: Callable[[str], None] = print) -> d
         return value
 
     if not stack.is_running():
-        # A rehearsal starts from nothing: earlier engines and model versions are not evidence.
-        for leftover in [stack.model_repository, *work.glob("checkpoint-seed*"), *work.glob("engine-v*")]:
+        # A rehearsal starts from nothing: earlier engines, versions and records are not evidence.
+        for leftover in [stack.model_repository, work / "records", work / "fault-variant",
+                         *work.glob("checkpoint-seed*"), *work.glob("engine-v*")]:
             shutil.rmtree(leftover, ignore_errors=True)
     state = step("start the local stack", stack.up)
     try:
         comps = state["components"]
-        log("    " + ", ".join(f"{n}: {c['url']}" for n, c in comps.items()))
-        triton = TritonControl(comps["triton"]["url"], model_repository=state["model_repository"])
-        repo = Path(state["model_repository"])
-        engines = []
-        for spec in cfg.engines:
-            def build(spec=spec):
-                ckpt = make_reference_checkpoint(work / f"checkpoint-seed{spec['seed']}", seed=spec["seed"])
-                params = {"precision": spec["precision"], "max_batch_size": 8, "max_input_len": 256, "max_seq_len": 512}
-                meta = build_engine(ckpt, work / f"engine-v{spec['version']}", params,
-                                    model_name=cfg.model, version=spec["version"])
-                install_version(work / f"engine-v{spec['version']}", repo, model_name=cfg.model, version=spec["version"])
-                return meta
-            meta = step(f"build + install engine v{spec['version']} ({spec['precision']}, seed {spec['seed']})", build)
-            engines.append({"version": spec["version"], "precision": meta.precision,
-                            "checkpoint": meta.source_checkpoint_digest})
-        summary["engines"] = engines
-        versions = [e["version"] for e in engines]
-        step(f"load versions {versions} in Triton", lambda: triton.load_versions(cfg.model, versions))
-        probes = step("probe each version with a real inference",
-                      lambda: [triton.probe(cfg.model, v) for v in versions])
-        for p in probes:
-            log(f"    v{p.version}: {p.text!r} ({p.latency_ms:.1f} ms)")
-        summary["probes"] = [p.__dict__ for p in probes]
+        env = local_environment(state, "staging")
+        engines = step("build engines v1 (stable), v2 (good), v3 (fails from 25 s after loading)",
+                       lambda: _engines(cfg, work))
+        import boto3
 
-        stable, canary = versions[0], versions[-1]
-        weights = {stable: 100 - cfg.canary_weight, canary: cfg.canary_weight}
-        router = gateway_router(state)
-        step(f"route {weights} on the gateway", lambda: router.set_weights(cfg.model, weights))
-        prom = PrometheusClient(comps["prometheus"]["url"])
-        # Counters before the traffic (the probes above went to Triton directly), read from a
-        # scrape taken after the probes, so the figures below count exactly the rehearsal's requests.
-        before = step("read the counters before the traffic", lambda: _counters_after(prom, cfg.model, time.time()))
+        from llm_release.stack.local import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
+
+        client = boto3.client("s3", endpoint_url=comps["s3"]["url"], region_name=S3_REGION,
+                              aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=S3_SECRET_KEY)
+        store = S3Store(client, ARTIFACT_BUCKET, ARTIFACT_PREFIX)
+        published = step(f"publish v1, v2, v3 to {store.describe()} (immutable)",
+                         lambda: [publish_engine(e["dir"], store) for e in engines])
+        for result in published:
+            log(f"    {result.model} v{result.version} {result.manifest_digest}")
+        report = step("sync the model repository from the store (verified, atomic)",
+                      lambda: run_sync(store, state["model_repository"], SyncOptions(models=(cfg.model,))))
+        log("    " + report.summary())
+        served, router = env.served_versions(), env.router_instance()
+        step("v1 takes all traffic (the version in production before the rehearsal)",
+             lambda: (served.load(cfg.model, 1), router.apply(RoutingState(cfg.model, {1: 100}))))
+
+        def published_digest(model: str, version: int):
+            data = store.fetch_manifest(model, version)
+            return Manifest.from_bytes(data).digest if data else None
+
+        records_url = ReleaseRecords.sqlite_url(work / "records" / "releases.db")
+        records = ReleaseRecords(records_url)
+        machine = ReleaseMachine(records, env, holder="rehearsal", served=served, router=router)
         url = f"{comps['envoy']['url']}/v2/models/{cfg.model}/generate"
-        load = step(f"send {cfg.requests} requests through the gateway",
-                    lambda: send_generate_requests(url, count=cfg.requests, concurrency=cfg.concurrency))
-        traffic_end = time.time()
-        lo, hi = binomial_interval(cfg.requests, cfg.canary_weight / 100, 0.99)
-        measured = load.by_version.get(str(canary), 0)
-        summary["traffic"] = {
-            "weights": weights, "requests": cfg.requests, "errors": load.errors,
-            "by_version": dict(load.by_version), "canary_99pct_interval": [lo, hi],
-            "split_ok": lo <= measured <= hi, "rps": round(cfg.requests / load.elapsed_s, 1),
-            "p50_ms": load.percentile_ms(50), "p95_ms": load.percentile_ms(95),
-        }
-        summary["prometheus"] = step("read per-version metrics back from Prometheus",
-                                     lambda: _read_metrics(prom, cfg.model, load.by_version, before, traffic_end))
+
+        def release(version: int) -> dict:
+            spec = ReleaseSpec.from_dict({"model": cfg.model, "version": version, "environment": "staging",
+                                          "steps": cfg.steps, "min_soak_s": cfg.min_soak_s,
+                                          "max_soak_s": cfg.max_soak_s})
+            record = machine.begin(spec, requested_by="rehearsal", published_digest=published_digest)
+            with SteadyLoad(url, rate_per_s=cfg.rate_per_s) as load:
+                try:
+                    final = drive(machine, record.id)
+                except Exception as exc:  # noqa: BLE001 - the record says what happened
+                    log(f"    the release stopped: {type(exc).__name__}: {exc}")
+                    final = records.get(record.id)
+            doc = timeline(final)
+            doc["clients"] = client_view(load.snapshot())
+            summary["releases"].append(doc)
+            for line in format_timeline(doc):
+                log("    " + line)
+            return doc
+
+        first = step(f"release v2: canary {cfg.steps} judged under {cfg.rate_per_s:.0f} req/s", lambda: release(2))
+
+        def retire_oldest():
+            time.sleep(cfg.retire_window_s + 2)  # v1's last requests must age out of the window
+            plan = plan_retirement(cfg.model, installed=sorted(served.ready_versions(cfg.model)),
+                                   routing=router.get_state(cfg.model), ready_elsewhere={},
+                                   policy=RetentionPolicy(keep_newest=1, zero_traffic_window_s=cfg.retire_window_s))
+            done = [retire_version(cfg.model, v, router=router, served=served,
+                                   model_repository=Path(state["model_repository"]), prometheus=env.metrics(),
+                                   window_s=cfg.retire_window_s) for v in plan.retire]
+            return {"kept": {str(k): v for k, v in plan.keep.items()},
+                    "retired": [{"version": r.version, "steps": r.steps, "requests_in_window": r.requests_in_window}
+                                for r in done]}
+
+        if first["outcome"] == "promoted":
+            summary["retirement"] = step("retire the oldest version (no traffic in the window)", retire_oldest)
+            log("    kept " + json.dumps(summary["retirement"]["kept"]) + "; retired "
+                + ", ".join(f"v{r['version']}" for r in summary["retirement"]["retired"]))
+        step(f"release v3: canary {cfg.steps}; it starts failing mid-step", lambda: release(3))
+        summary["records"] = {"url": records_url, "history": f"llm-release history --model {cfg.model} "
+                                                             f"--state-dir {cfg.state_dir}"}
+        summary["ok"] = [r["outcome"] for r in summary["releases"]] == ["promoted", "rolled_back"]
+        records.close()
     finally:
         if not cfg.keep_stack:
             step("stop the local stack", stack.down)
@@ -120,78 +173,61 @@ def run_rehearsal(cfg: RehearsalConfig, log: Callable[[str], None] = print) -> d
     return summary
 
 
-# Envoy flushes its counters to /stats/prometheus every second (stats_flush_interval, the
-# stack's bootstrap): a scrape must start that long after the last request to include it.
-ENVOY_FLUSH_S = 1.0
+def client_view(responses) -> dict:
+    """What the clients saw during a release: requests, answers by status and by version."""
+    from collections import Counter
+
+    return {"requests": len(responses), "by_status": dict(Counter(str(r.status) for r in responses)),
+            "by_version": dict(Counter(str(r.version) for r in responses if r.version))}
 
 
-def _series(model: str) -> dict[str, tuple[str, str]]:
-    """name -> (series selector, the label that names the version)."""
-    return {
-        "triton_success": (f'nv_inference_request_success{{model="{model}"}}', "version"),
-        "triton_duration_us": (f'nv_inference_request_duration_us{{model="{model}"}}', "version"),
-        "gateway_2xx": (f'envoy_cluster_upstream_rq_xx{{envoy_cluster_name=~"{model}_v[0-9]+",'
-                        f'envoy_response_code_class="2"}}', "envoy_cluster_name"),
-    }
+def timeline(record) -> dict:
+    """A release as a person reads it: what moved when, what the judge said, how it ended."""
+    started = record.created_at.timestamp()
+    events = []
+    fail_at = None
+    for event in record.events:
+        at = round(event.at.timestamp() - started, 1)
+        item = {"t_s": at, "kind": event.kind, "what": event.message}
+        if event.kind == "verdict":
+            verdict = (event.data or {}).get("verdict") or {}
+            item["checks"] = [{"check": c["name"], "outcome": c["outcome"], "why": c.get("reason")}
+                              for c in verdict.get("checks", []) if c.get("outcome") in ("FAIL", "PASS")][:6]
+            if event.data.get("decision") != "PASS" and verdict.get("decided_at", verdict.get("at")):
+                fail_at = verdict.get("decided_at") or verdict.get("at")
+        events.append(item)
+    rollback_s = None
+    if record.outcome == "rolled_back" and record.finished_at and fail_at:
+        rollback_s = round(record.finished_at.timestamp() - fail_at, 2)
+    return {"release": record.id, "version": record.version, "outcome": record.outcome, "reason": record.reason,
+            "seconds": round((record.finished_at or record.updated_at).timestamp() - started, 1),
+            "rollback_after_verdict_s": rollback_s, "events": events}
 
 
-def _counters_after(prom: PrometheusClient, model: str, since: float, *, timeout_s: float = 30.0) -> dict:
-    """Every counter, summed per version, as of a scrape that began ENVOY_FLUSH_S after `since`
-    (unix time).
-
-    Waits on Prometheus' own sample timestamps rather than on the values: a sum that merely
-    reaches the expected total can be made up of probes and still miss the last requests.
-    """
-    deadline = time.monotonic() + timeout_s
-    series = _series(model)
-    while True:
-        stamps = [s.value for name in ("triton_success", "gateway_2xx")
-                  for s in prom.query(f"timestamp({series[name][0]})")]
-        if stamps and min(stamps) >= since + ENVOY_FLUSH_S:
-            return {name: prom.values_by(f"sum by ({label}) ({selector})", label)
-                    for name, (selector, label) in series.items()}
-        if time.monotonic() > deadline:
-            raise MetricsError(f"Prometheus has no scrape of {model}'s counters from after {since:.0f} within "
-                               f"{timeout_s:.0f} s (latest sample times {stamps})")
-        time.sleep(0.25)
-
-
-def _read_metrics(prom: PrometheusClient, model: str, expected: dict, before: dict, traffic_end: float) -> dict:
-    """Per-version figures for the rehearsal's traffic alone: counters after minus before."""
-    after = _counters_after(prom, model, traffic_end)
-
-    def delta(name: str, key=lambda k: k) -> dict[str, float]:
-        return {key(k): round(v - before[name].get(k, 0.0), 3) for k, v in after[name].items()
-                if v - before[name].get(k, 0.0) > 0}
-
-    triton = delta("triton_success")
-    gateway = delta("gateway_2xx", key=lambda cluster: cluster.rsplit("_v", 1)[1])
-    duration = delta("triton_duration_us")
-    clients = {k: float(v) for k, v in expected.items()}
-    return {
-        "triton_success_by_version": triton,
-        "triton_mean_request_ms_by_version": {v: round(duration.get(v, 0.0) / n / 1000, 2) for v, n in triton.items()},
-        "gateway_2xx_by_version": gateway,
-        "counts_match_clients": triton == clients and gateway == clients,
-    }
+def format_timeline(doc: dict) -> list[str]:
+    lines = [f"release {doc['release']} of v{doc['version']}: {doc['outcome']} after {doc['seconds']:.0f} s"
+             + (f"; clients sent {doc['clients']['requests']} requests, answers {doc['clients']['by_status']} "
+                f"by version {doc['clients']['by_version']}" if doc.get("clients") else "")]
+    for e in doc["events"]:
+        lines.append(f"  +{e['t_s']:6.1f} s  {e['kind']:<10} {e['what']}")
+        for c in e.get("checks", []):
+            lines.append(f"             {c['outcome']:<5} {c['check']}: {c['why']}")
+    if doc.get("rollback_after_verdict_s") is not None:
+        lines.append(f"  traffic back on the stable version {doc['rollback_after_verdict_s']:.2f} s after the verdict")
+    return lines
 
 
 def format_summary(summary: dict) -> str:
     lines = [f"Release rehearsal for {summary['model']}", ""]
     for s in summary["steps"]:
         lines.append(f"  {s['seconds']:8.2f} s  {s['step']}")
-    t = summary.get("traffic")
-    if t:
-        lines += ["", f"Traffic: {t['requests']} requests at {t['weights']} -> {t['by_version']} "
-                      f"(errors {t['errors']}, {t['rps']} req/s, p50 {t['p50_ms']:.1f} ms, p95 {t['p95_ms']:.1f} ms)",
-                  f"Canary share inside its 99% binomial interval {t['canary_99pct_interval']}: {t['split_ok']}"]
-    p = summary.get("prometheus")
-    if p:
-        lines += ["Prometheus, during the traffic only (probes excluded):",
-                  "  Triton nv_inference_request_success by version " + json.dumps(p["triton_success_by_version"]),
-                  "  Triton mean request ms by version " + json.dumps(p["triton_mean_request_ms_by_version"]),
-                  "  gateway 2xx by version " + json.dumps(p["gateway_2xx_by_version"]),
-                  f"  both equal what the clients saw: {p['counts_match_clients']}"]
+    for doc in summary.get("releases", []):
+        lines += [""] + format_timeline(doc)
+    if summary.get("retirement"):
+        retired = summary["retirement"]["retired"]
+        lines += ["", "Retired: " + (", ".join(f"v{r['version']} ({'; '.join(r['steps'])})" for r in retired) or "none")]
+    if summary.get("records"):
+        lines += ["", f"Release records: {summary['records']['url']}", f"  read them with: {summary['records']['history']}"]
     if summary.get("summary_file"):
-        lines += ["", f"Summary written to {summary['summary_file']}"]
+        lines += [f"Summary written to {summary['summary_file']}"]
     return "\n".join(lines)

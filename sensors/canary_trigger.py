@@ -22,7 +22,7 @@ LOG_EVERY_S = 30.0
 class CanaryAnalysisTrigger(BaseTrigger):
     def __init__(self, *, target: dict, analysis: dict | None, since: float, min_soak_s: float, max_soak_s: float,
                  step_s: float = 1.0, lag_s: float = 2.0, poll_s: float = 1.0, rollback_to: dict | None = None,
-                 gateway_conn_id: str | None = None):
+                 gateway_conn_id: str | None = None, environment: dict | None = None):
         super().__init__()
         self.target = target
         self.analysis = analysis or {}
@@ -34,12 +34,13 @@ class CanaryAnalysisTrigger(BaseTrigger):
         self.poll_s = poll_s
         self.rollback_to = rollback_to
         self.gateway_conn_id = gateway_conn_id
+        self.environment = environment  # an environment spec: its router restores the routing
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return CLASSPATH, {"target": self.target, "analysis": self.analysis, "since": self.since,
                            "min_soak_s": self.min_soak_s, "max_soak_s": self.max_soak_s, "step_s": self.step_s,
                            "lag_s": self.lag_s, "poll_s": self.poll_s, "rollback_to": self.rollback_to,
-                           "gateway_conn_id": self.gateway_conn_id}
+                           "gateway_conn_id": self.gateway_conn_id, "environment": self.environment}
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from llm_release.analysis.canary import CanaryTarget, StepWatch, build_analysis
@@ -78,6 +79,10 @@ class CanaryAnalysisTrigger(BaseTrigger):
         from llm_release_airflow.hooks.gateway import GatewayHook
 
         try:
+            if self.environment:
+                from llm_release.environments import Environment
+
+                return Environment.from_dict(self.environment).router_instance()
             return GatewayHook(gateway_conn_id=self.gateway_conn_id).get_conn()
         except Exception as exc:  # noqa: BLE001 - the sensor rolls back on the worker instead
             self.log.error("cannot reach the gateway for a rollback from the triggerer: %s", exc)

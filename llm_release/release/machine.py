@@ -125,12 +125,13 @@ class ReleaseMachine:
             return None
         if state == ROLLING_BACK:
             return "rollback"
-        if state in (PENDING, LOADED, PROBED, SHIFTED):
-            return {PENDING: "load", LOADED: "probe", PROBED: "shift", SHIFTED: "judge"}[state]
-        if state == JUDGED:
+        if state in (PENDING, LOADED, SHIFTED):
+            return {PENDING: "load", LOADED: "probe", SHIFTED: "judge"}[state]
+        if state in (PROBED, JUDGED):
             stages, _ = self.stages_of(record)
             if record.context["stage"] + 1 < len(stages):
                 return "shift"
+            # Every stage judged (or none asked for: steps [100] is a switch after the probe).
             return "approve" if self.needs_approval(record) else "promote"
         if state == AWAITING_APPROVAL:
             return "approve"
@@ -371,6 +372,14 @@ class ReleaseMachine:
                  f"Approving routes **{final.describe()}**; rejecting or not answering within "
                  f"{spec.approval_timeout_s / 3600:.1f} h restores **{RoutingState.from_dict(record.context['routing_before']).describe()}**.",
                  ""]
+        from urllib.parse import quote
+
+        clusters = f"{record.model}_v({baseline_of(record)}|{record.version})"
+        rate = (f'sum by (envoy_cluster_name, envoy_response_code_class) '
+                f'(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name=~"{clusters}"}}[1m]))')
+        lines += [f"[Responses per version and class in Prometheus]({self.env.prometheus_url}/graph?g0.expr="
+                  f"{quote(rate)}&g0.tab=0&g0.range_input=1h) · release record {record.id}: "
+                  f"`llm-release history --model {record.model} --env {self.env.name}`", ""]
         for event in record.events:
             if event.kind != "verdict":
                 continue
@@ -382,10 +391,10 @@ class ReleaseMachine:
 
     def request_approval(self, release_id: int):
         record = self.records.get(release_id)
-        if record.state != JUDGED:
+        if record.state not in (PROBED, JUDGED) or self.next_action(record) != "approve":
             return record
         self._renew(record)
-        return self.records.transition(release_id, expected=JUDGED, to=AWAITING_APPROVAL,
+        return self.records.transition(release_id, expected=record.state, to=AWAITING_APPROVAL,
                                        message="every step passed; waiting for approval")
 
     def answer_approval(self, release_id: int, *, approved: bool, by: str | None, timed_out: bool = False,
@@ -478,7 +487,7 @@ def drive(machine: ReleaseMachine, release_id: int, *, approve: Callable[[object
                     time.sleep(poll_s)
                 machine.record_verdict(release_id, decision, verdict.to_dict() if verdict else None)
             elif action == "approve":
-                if record.state == JUDGED:
+                if record.state != AWAITING_APPROVAL:
                     record = machine.request_approval(release_id)
                 if approve is None:
                     machine.answer_approval(release_id, approved=False, by=None, timed_out=True)

@@ -161,9 +161,15 @@ def _checked(version, name: str) -> int:
 
 
 # -- traffic over a window ------------------------------------------------------------------------
+TRITON_REQUESTS = "nv_inference_request_success|nv_inference_request_failure"
 def traffic_in_window(prometheus: PrometheusClient, model: str, version: int, *, window_s: float,
-                      at: float | None = None, step_s: float | None = None) -> float:
-    """Requests the gateway sent to `version` over the `window_s` seconds before `at` (now).
+                      at: float | None = None, step_s: float | None = None, triton_model: str | None = None,
+                      triton_version: int | None = None) -> float:
+    """Requests `version` received over the `window_s` seconds before `at` (now): the larger of
+    what the gateway sent its clusters and what Triton counted for it (`triton_model` /
+    `triton_version` where the release is a model of its own). Triton's count catches requests
+    that reached the version without its cluster, e.g. through the gateway's pass-through for a
+    version it never routed, or straight to Triton.
 
     Counted on both of its Envoy clusters, `<m>_v<N>` and the shadow `<m>_v<N>_shadow`, from
     `envoy_cluster_upstream_rq_total` sampled every `step_s` (1 s, or longer for windows over
@@ -194,7 +200,15 @@ def traffic_in_window(prometheus: PrometheusClient, model: str, version: int, *,
             raise MetricsError(f"Prometheus at {prometheus.base_url} holds no Envoy request counters "
                                f"({REQUESTS}) at {end:.0f}: it does not scrape the gateway, so the traffic of "
                                f"{model} v{version} cannot be told; check its scrape configuration")
-        return 0.0
+    triton = prometheus.query_range(
+        f'{{__name__=~"{TRITON_REQUESTS}",model="{triton_model or model}",version="{triton_version or version}"}}',
+        start, end, step)
+    return max(_increase(series, start, step), _increase(triton, start, step))
+
+
+def _increase(series, start: float, step: float) -> float:
+    """Summed increase of counter series over the window (resets counted; a series created
+    inside the window counts all of its value)."""
     total = 0.0
     for one in series:
         if not one.points:
@@ -215,8 +229,8 @@ def retire_version(model: str, version: int, *, router: TrafficRouter, served: S
     """Take `version` of `model` out of the gateway, Triton, the model repository (and the store).
 
     Refused (RetirementRefused, permanent) when the routing gives it traffic now, when it is
-    the stable version, or when the gateway sent it any request in the last `window_s`
-    seconds (the message has the count). Then, in order: the router forgets it, Triton unloads
+    the stable version, or when it took any request in the last `window_s` seconds, at the
+    gateway or in Triton (the message has the count). Then, in order: the router forgets it, Triton unloads
     it, its directory is removed from `model_repository` (when given), and the artifact store
     deletes it when a store is given and has a `delete_version(model, version)` method (none of
     the current stores has; the version is then kept there, and the step says so). Each step
@@ -238,11 +252,14 @@ def retire_version(model: str, version: int, *, router: TrafficRouter, served: S
     if routing is not None and version in routing.versions:
         raise RetirementRefused(f"{model} v{version} still receives traffic (routing: {routing.describe()}); "
                                 "move its traffic away first")
-    requests = traffic_in_window(prometheus, model, version, window_s=window_s)
+    triton_model, triton_version = _repository_entry(served, model, version)
+    requests = traffic_in_window(prometheus, model, version, window_s=window_s, triton_model=triton_model,
+                                 triton_version=triton_version)
     if requests > 0:
         clusters = f"{cluster_name(model, version)}, {cluster_name(model, version, shadow=True)}"
         raise RetirementRefused(f"{model} v{version} took {_count(requests)} requests in the last {window_s:g} s "
-                                f"(gateway clusters {clusters}); retire it once it has had none for {window_s:g} s")
+                                f"(gateway clusters {clusters}, Triton {triton_model} v{triton_version}); "
+                                f"retire it once it has had none for {window_s:g} s")
     done(f"traffic: no requests in the last {window_s:g} s")
 
     if version in router.known_versions(model):

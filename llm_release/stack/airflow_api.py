@@ -63,3 +63,31 @@ class AirflowApi:
                 lines.append(str(entry.get("event", "")))
                 lines += [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in entry.get("error_detail") or []]
         return "\n".join(lines)
+
+    def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
+        return self.tasks(dag_id, run_id).get(task_id, {}).get("state")
+
+    def wait_for_task(self, dag_id: str, run_id: str, task_id: str, states, timeout_s: float = 240,
+                      poll_s: float = 1.0) -> str:
+        """Wait until `task_id` is in one of `states` (e.g. "awaiting_input" for an approval)."""
+        deadline = time.monotonic() + timeout_s
+        state = None
+        while time.monotonic() < deadline:
+            state = self.task_state(dag_id, run_id, task_id)
+            if state in states:
+                return state
+            time.sleep(poll_s)
+        raise TimeoutError(f"{dag_id} {run_id} {task_id} still {state} after {timeout_s:.0f} s")
+
+    def approval(self, dag_id: str, run_id: str, task_id: str) -> dict:
+        """The human-in-the-loop request of a task: subject, body (the evidence), options, who may answer."""
+        return self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails")
+
+    def answer(self, dag_id: str, run_id: str, task_id: str, option: str, params_input: dict | None = None) -> dict:
+        """Answer a human-in-the-loop task (e.g. "Approve" / "Reject") as the logged-in user."""
+        resp = requests.patch(f"{self.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
+                              headers=self.headers, timeout=30,
+                              json={"chosen_options": [option], "params_input": params_input or {}})
+        if resp.status_code != 200:
+            raise RuntimeError(f"answering {task_id} was refused ({resp.status_code}): {resp.text[:500]}")
+        return resp.json()

@@ -19,6 +19,7 @@ TRITON_CONN_ID = "triton_default"
 GATEWAY_CONN_ID = "llm_gateway_default"
 PROMETHEUS_CONN_ID = "prometheus_default"
 S3_CONN_ID = "llm_artifacts_s3"
+RECORDS_CONN_ID = "llm_release_records"
 ARTIFACT_BUCKET = "llm-artifacts"
 ARTIFACT_PREFIX = "engines"
 SYNC_TARGETS_VARIABLE = "llm_release_sync_targets"
@@ -42,10 +43,11 @@ def variables_for(state: dict) -> dict[str, object]:
         # Where releases run, by connection: the stack plays staging and production at once.
         ENVIRONMENTS_VARIABLE: [
             {"name": "staging", "region": "local", "triton_conn_id": TRITON_CONN_ID,
-             "gateway_conn_id": GATEWAY_CONN_ID, "prometheus_conn_id": PROMETHEUS_CONN_ID, "approval_required": False},
+             "gateway_conn_id": GATEWAY_CONN_ID, "prometheus_conn_id": PROMETHEUS_CONN_ID, "approval_required": False,
+             "scheduled_retirement": "dry_run"},
             {"name": "production", "region": "local", "triton_conn_id": TRITON_CONN_ID,
              "gateway_conn_id": GATEWAY_CONN_ID, "prometheus_conn_id": PROMETHEUS_CONN_ID, "approval_required": True,
-             "requires_passed": "staging"},
+             "requires_passed": "staging", "scheduled_retirement": "dry_run"},
         ],
     }
 
@@ -96,6 +98,11 @@ def connections_for(state: dict, *, s3_keys: tuple[str, str, str]) -> dict[str, 
             "host": "127.0.0.1",
             "port": ports["prometheus"],
             "schema": "http",
+        },
+        RECORDS_CONN_ID: {
+            "description": f"Release records (SQLite) of {where}, shared with `llm-release history`",
+            "conn_type": "sqlite",
+            "host": str(Path(state["state_dir"]) / "records" / "releases.db"),
         },
         S3_CONN_ID: {
             "description": f"S3 (moto) artifact store of {where}",

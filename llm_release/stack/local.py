@@ -301,6 +301,9 @@ def local_environments(state: dict) -> list[dict]:
         "prometheus_url": comps["prometheus"]["url"],
         "gateway_url": comps["envoy"]["url"],
         "disabled_checks": {"gpu_headroom": "local stack: Triton on CPU (--allow-gpu-metrics=false)"},
+        # An unpaused daily deprecation on a laptop reports what it would retire; a run
+        # triggered by hand retires for real.
+        "scheduled_retirement": "dry_run",
     }
     return [dict(base, name="staging", approval_required=False),
             dict(base, name="production", approval_required=True, requires_passed="staging")]

@@ -39,7 +39,10 @@ def run_runner(env: dict[str, str], *args: str) -> dict:
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
         raise AssertionError(f"runner printed no result; rc={out.returncode}\n{out.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT "):])
+    # What a person would read in the task logs (dag.test prints them): the last of it.
+    result["output"] = (out.stdout + out.stderr)[-30000:]
+    return result
 
 
 def dag_test(env: dict[str, str], dag_id: str, conf: dict) -> dict:

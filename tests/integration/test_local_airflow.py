@@ -179,6 +179,91 @@ def test_the_connection_form_lists_our_types_by_name_and_shows_no_error_before_t
     assert form.locator("[aria-invalid=true]").count() <= 1  # at most Airflow's own Connection ID field
 
 
+APPROVAL_MODEL = "approval_lm"
+
+
+@pytest.fixture(scope="module")
+def approval_model(stack, engines, triton, router):
+    """v1 serving, v2 installed and recorded as promoted in staging (the production precondition)."""
+    from llm_release.artifacts.manifest import Manifest
+    from llm_release.model_repo import install_version
+    from llm_release.records import ReleaseRecords
+    from llm_release.routing.state import RoutingState
+
+    repo = Path(stack["model_repository"])
+    for version in (1, 2):
+        install_version(engines["dir"] / "engine1", repo, model_name=APPROVAL_MODEL, version=version)
+    triton.load_versions(APPROVAL_MODEL, [1])
+    digest = Manifest.of_engine_dir(repo / APPROVAL_MODEL / "2").digest
+    with ReleaseRecords(ReleaseRecords.sqlite_url(Path(stack["state_dir"]) / "records" / "releases.db")) as records:
+        staged = records.create_release(model=APPROVAL_MODEL, version=2, environment="staging", region="local",
+                                        strategy="canary", spec={}, artifact_digest=digest, requested_by="tests")
+        records.finish(staged.id, state="promoted", outcome="promoted", reason="staging passed (set up by the test)")
+    try:
+        yield APPROVAL_MODEL
+    finally:
+        router.apply(RoutingState(APPROVAL_MODEL, {1: 100}))
+        triton.unload_versions(APPROVAL_MODEL, triton.ready_versions(APPROVAL_MODEL) or [1])
+
+
+def production_release(local_airflow, stack, router, answer=None, **conf):
+    """Trigger a production release of v2 under live load; answer its approval (or not); wait for the end."""
+    from llm_release.loadgen import SteadyLoad
+    from llm_release.routing.state import RoutingState
+
+    api = local_airflow["api"]
+    router.apply(RoutingState(APPROVAL_MODEL, {1: 100}))
+    conf = {"model": APPROVAL_MODEL, "version": 2, "environment": "production", "steps": [50, 100],
+            "min_soak_s": 10, "max_soak_s": 240, **conf}
+    with SteadyLoad(f"{stack['components']['envoy']['url']}/v2/models/{APPROVAL_MODEL}/generate", rate_per_s=30.0):
+        run_id = api.trigger("release", conf)
+        api.wait_for_task("release", run_id, "approve", ("awaiting_input", "failed", "upstream_failed"), timeout_s=300)
+    request = api.approval("release", run_id, "approve")
+    if answer:
+        api.answer("release", run_id, "approve", answer)
+    run = api.wait("release", run_id, timeout_s=300)
+    return api, run_id, run, request
+
+
+def test_a_production_release_waits_for_approval_and_is_promoted_when_approved(local_airflow, stack, router,
+                                                                             approval_model):
+    from llm_release.routing.state import RoutingState
+
+    api, run_id, run, request = production_release(local_airflow, stack, router, answer="Approve")
+    tasks = api.tasks("release", run_id)
+    assert run["state"] == "success", {k: t["state"] for k, t in tasks.items()}
+    assert "PASS" in request["body"] and "v1 100%" in request["body"]  # the evidence, and what a rejection restores
+    assert request["options"] == ["Approve", "Reject"]
+    assert router.get_state(APPROVAL_MODEL) == RoutingState(APPROVAL_MODEL, {2: 100})
+    history = json.loads(cli("history", "--model", APPROVAL_MODEL, "--env", "production", "--json",
+                             "--state-dir", stack["state_dir"]).stdout)
+    assert history[0]["outcome"] == "promoted"
+    approval = next(e for e in history[0]["events"] if e["kind"] == "approval")
+    assert approval["actor"] == local_airflow["login"]["user"]  # who answered, from Airflow
+
+
+def test_a_rejected_production_release_is_rolled_back_and_the_run_fails(local_airflow, stack, router, approval_model):
+    from llm_release.routing.state import RoutingState
+
+    # steps [100]: straight to the approval after the probe (the approved release judged a step)
+    api, run_id, run, _ = production_release(local_airflow, stack, router, answer="Reject", steps=[100])
+    tasks = api.tasks("release", run_id)
+    assert run["state"] == "failed" and tasks["rollback"]["state"] == "failed"
+    assert router.get_state(APPROVAL_MODEL) == RoutingState(APPROVAL_MODEL, {1: 100})
+    assert "rejected by" in api.log("release", run_id, tasks["rollback"])
+
+
+def test_an_approval_nobody_gives_in_time_rolls_back(local_airflow, stack, router, approval_model):
+    from llm_release.routing.state import RoutingState
+
+    api, run_id, run, _ = production_release(local_airflow, stack, router, answer=None, approval_timeout_s=60,
+                                             steps=[100])
+    assert run["state"] == "failed"
+    assert router.get_state(APPROVAL_MODEL) == RoutingState(APPROVAL_MODEL, {1: 100})
+    log = api.log("release", run_id, api.tasks("release", run_id)["rollback"])
+    assert "approval timed out" in log, log
+
+
 def test_status_second_up_and_down(local_airflow, stack):
     status = json.loads(cli("airflow", "status", "--state-dir", stack["state_dir"], "--json").stdout)
     assert status["healthy"] and set(status["components"]) == {"api-server", "scheduler", "dag-processor", "triggerer"}

@@ -123,16 +123,18 @@ class FakePrometheus:
 
     base_url = "http://prometheus.test"
 
-    def __init__(self, series: list[Series], gateway_seen: bool = True):
+    def __init__(self, series: list[Series], gateway_seen: bool = True, triton: list[Series] | None = None):
         self.series = series
         self.gateway_seen = gateway_seen
+        self.triton = triton or []
         self.queries: list[tuple[str, float, float, float]] = []
 
     def query_range(self, promql, start, end, step_s):
         self.queries.append((promql, start, end, step_s))
         if promql.startswith("count("):
             return [Series({}, [(end, 12.0)])] if self.gateway_seen else []
-        return [Series(s.labels, [(t, v) for t, v in s.points if start <= t <= end]) for s in self.series]
+        source = self.triton if "nv_inference_request" in promql else self.series
+        return [Series(s.labels, [(t, v) for t, v in s.points if start <= t <= end]) for s in source]
 
 
 def counter(cluster: str, values: dict[float, float], instance: str = "envoy:9901") -> Series:
@@ -189,9 +191,21 @@ def test_the_step_grows_with_long_windows_and_the_window_is_whole_steps():
     traffic_in_window(prom, M, 3, window_s=7 * 86400, at=1_000_000)
     _, start, end, step = prom.queries[0]
     assert step == pytest.approx(7 * 86400 / 10_000) and end - start == pytest.approx(7 * 86400)
+    first = len(prom.queries)
     traffic_in_window(prom, M, 3, window_s=2.5, at=1000)
-    _, start, end, step = prom.queries[-2]
+    _, start, end, step = prom.queries[first]
     assert (start, end, step) == (997, 1000, 1.0)
+
+
+def test_requests_that_reached_triton_without_the_versions_cluster_count_too():
+    # The gateway never routed v3 (no cluster): its pinned path went through the pass-through.
+    triton = [Series({"model": "llama", "version": "3"}, [(950, 40.0), (1000, 46.0)])]
+    prom = FakePrometheus([], triton=triton)
+    assert traffic_in_window(prom, M, 3, window_s=50, at=1000, step_s=10) == 6
+    assert 'model="llama",version="3"' in prom.queries[-1][0]
+    prom = FakePrometheus([], triton=triton)
+    traffic_in_window(prom, M, 3, window_s=50, at=1000, step_s=10, triton_model="llama_r3", triton_version=1)
+    assert 'model="llama_r3",version="1"' in prom.queries[-1][0]
 
 
 @pytest.mark.parametrize("window", [0, -5, float("nan"), True])
