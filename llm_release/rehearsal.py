@@ -20,7 +20,7 @@ from typing import Callable
 from llm_release.stack.local import LocalStack, local_environment
 
 MODEL = "reference_lm"
-FAULT_ONSET_S = 25.0  # the bad engine answers well through load, probe and warm-up, then fails
+FAULT_ONSET_S = 20.0  # the bad engine answers well through load, probe and warm-up, then fails
 
 
 @dataclass
@@ -28,7 +28,7 @@ class RehearsalConfig:
     state_dir: Path
     model: str = MODEL
     steps: list[int] = field(default_factory=lambda: [50, 100])
-    min_soak_s: float = 20.0
+    min_soak_s: float = 45.0  # longer than the fault takes to start: the bad release cannot pass first
     max_soak_s: float = 180.0
     rate_per_s: float = 30.0
     keep_stack: bool = False
@@ -44,7 +44,8 @@ def _engines(cfg: RehearsalConfig, work: Path) -> list[dict]:
 
     params = {"max_batch_size": 8, "max_input_len": 256, "max_seq_len": 512}
     out = []
-    for version, seed, precision in ((1, 1, "fp32"), (2, 2, "fp16"), (3, 3, "fp16")):
+    # Same precision: a new release is new weights, not a slower arithmetic (numpy's fp16 is).
+    for version, seed, precision in ((1, 1, "fp32"), (2, 2, "fp32"), (3, 3, "fp32")):
         ckpt = make_reference_checkpoint(work / f"checkpoint-seed{seed}", seed=seed)
         meta = build_engine(ckpt, work / f"engine-v{version}", dict(params, precision=precision),
                             model_name=cfg.model, version=version)
@@ -93,7 +94,7 @@ def run_rehearsal(cfg: RehearsalConfig, log: Callable[[str], None] = print) -> d
     try:
         comps = state["components"]
         env = local_environment(state, "staging")
-        engines = step("build engines v1 (stable), v2 (good), v3 (fails from 25 s after loading)",
+        engines = step(f"build engines v1 (stable), v2 (good), v3 (fails from {FAULT_ONSET_S:.0f} s after loading)",
                        lambda: _engines(cfg, work))
         import boto3
 
@@ -158,7 +159,11 @@ def run_rehearsal(cfg: RehearsalConfig, log: Callable[[str], None] = print) -> d
             summary["retirement"] = step("retire the oldest version (no traffic in the window)", retire_oldest)
             log("    kept " + json.dumps(summary["retirement"]["kept"]) + "; retired "
                 + ", ".join(f"v{r['version']}" for r in summary["retirement"]["retired"]))
-        step(f"release v3: canary {cfg.steps}; it starts failing mid-step", lambda: release(3))
+        second = step(f"release v3: canary {cfg.steps}; it starts failing mid-step", lambda: release(3))
+        ready = next((e["t_s"] for e in second["events"] if "READY" in e["what"]), 0.0)
+        # The fault clock starts while Triton loads the version: between the release's start and READY.
+        second["fault_began_s"] = [FAULT_ONSET_S, round(ready + FAULT_ONSET_S, 1)]
+        log(f"    the fault began between +{FAULT_ONSET_S:.1f} s and +{ready + FAULT_ONSET_S:.1f} s")
         summary["records"] = {"url": records_url, "history": f"llm-release history --model {cfg.model} "
                                                              f"--state-dir {cfg.state_dir}"}
         summary["ok"] = [r["outcome"] for r in summary["releases"]] == ["promoted", "rolled_back"]
@@ -191,14 +196,16 @@ def timeline(record) -> dict:
         item = {"t_s": at, "kind": event.kind, "what": event.message}
         if event.kind == "verdict":
             verdict = (event.data or {}).get("verdict") or {}
+            decided = [c for c in verdict.get("checks", []) if c.get("outcome") in ("FAIL", "PASS")]
+            decided.sort(key=lambda c: c["outcome"] != "FAIL")  # what failed first
             item["checks"] = [{"check": c["name"], "outcome": c["outcome"], "why": c.get("reason")}
-                              for c in verdict.get("checks", []) if c.get("outcome") in ("FAIL", "PASS")][:6]
-            if event.data.get("decision") != "PASS" and verdict.get("decided_at", verdict.get("at")):
-                fail_at = verdict.get("decided_at") or verdict.get("at")
+                              for c in decided[:6]]
+            if event.data.get("decision") != "PASS":
+                fail_at = event.at.timestamp()  # when the judge's FAIL reached the release
         events.append(item)
     rollback_s = None
     if record.outcome == "rolled_back" and record.finished_at and fail_at:
-        rollback_s = round(record.finished_at.timestamp() - fail_at, 2)
+        rollback_s = round(record.finished_at.timestamp() - fail_at, 3)
     return {"release": record.id, "version": record.version, "outcome": record.outcome, "reason": record.reason,
             "seconds": round((record.finished_at or record.updated_at).timestamp() - started, 1),
             "rollback_after_verdict_s": rollback_s, "events": events}
@@ -212,8 +219,12 @@ def format_timeline(doc: dict) -> list[str]:
         lines.append(f"  +{e['t_s']:6.1f} s  {e['kind']:<10} {e['what']}")
         for c in e.get("checks", []):
             lines.append(f"             {c['outcome']:<5} {c['check']}: {c['why']}")
+    if doc.get("fault_began_s"):
+        lines.append(f"  the injected fault began between +{doc['fault_began_s'][0]:.1f} s and "
+                     f"+{doc['fault_began_s'][1]:.1f} s")
     if doc.get("rollback_after_verdict_s") is not None:
-        lines.append(f"  traffic back on the stable version {doc['rollback_after_verdict_s']:.2f} s after the verdict")
+        lines.append(f"  traffic back on the stable version {doc['rollback_after_verdict_s']:.2f} s after the FAIL verdict "
+                     "(restored and read back from the gateway)")
     return lines
 
 
