@@ -190,10 +190,31 @@ class ReleaseStepsOperator(ReleaseContext, ReleaseOperator):
         if event.get("rolled_back"):
             self.log.info("The triggerer rolled the traffic back at once: the gateway routes %s",
                           event["rolled_back"])
+        self._write_report(context, record, decision, event)
         record = machine.record_verdict(record.id, decision, event.get("verdict"), rolled_back=event.get("rolled_back"))
         if decision != "PASS":
             raise PermanentTaskError(f"release {record.id}: {record.events[-1].message if record.events else decision}")
         return self._advance(context, machine, record)
+
+
+    def _write_report(self, context, record, decision: str, event: dict) -> None:
+        """The step's verdict as files a person can open (JSON and a text table), beside the log."""
+        from llm_release.analysis.canary import write_verdict
+        from llm_release.analysis.verdict import Verdict
+        from llm_release_airflow.sensors.canary_analysis import _default_report_dir
+
+        if not event.get("verdict"):
+            return
+        stage = (record.context or {}).get("stage", 0)
+        name = f"release-{record.id}-{record.model}-v{record.version}-step{stage + 1}"
+        try:
+            path = write_verdict(_default_report_dir(context), name, Verdict.from_dict(event["verdict"]), context={
+                "release": record.id, "model": record.model, "candidate": record.version,
+                "baseline": (record.context or {}).get("baseline"), "decision": decision,
+                "dag_id": context["dag"].dag_id, "run_id": context["run_id"]})
+            self.log.info("Verdict written to %s (and %s.txt)", path, path.with_suffix(""))
+        except OSError as exc:  # the record and the log still carry it
+            self.log.warning("could not write the verdict file: %s", exc)
 
 
 class ReleaseApprovalOperator(ReleaseContext, ApprovalOperator, ReleaseOperator):

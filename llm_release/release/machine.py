@@ -231,6 +231,10 @@ class ReleaseMachine:
                             "name the version serving now, or leave it empty")
         if before.weights.get(spec.version) == 100:
             raise SpecError("version", f"v{spec.version} already takes all traffic of {spec.model}", "nothing to release")
+        if spec.strategy == "ab" and before.header_routes and before.header != spec.ab_header:
+            # One header per model: a second one would drop the routes others rely on.
+            raise SpecError("ab_header", f"{spec.model}'s routing already routes by {before.header} "
+                                         f"({before.describe()})", f"use ab_header {before.header!r}")
         return before, baseline
 
     def _lease_ttl(self, spec: ReleaseSpec) -> float:

@@ -44,6 +44,13 @@ def canary_models(stack, engines, triton, router):
     for version, faults in CANDIDATES.items():
         install_faulty_version(engine, repo, faults, model_name=MODEL, version=version)
     triton.load_versions(MODEL, [BASELINE, GOOD, *CANDIDATES])
+    # Five versions have just started: let their first requests and start-up work pass before
+    # the first scenario compares any two of them.
+    router.apply(RoutingState(MODEL, {BASELINE: 100}))
+    for version in (BASELINE, GOOD, *CANDIDATES):
+        send_generate_requests(f"{stack['components']['envoy']['url']}/v2/models/{MODEL}/versions/{version}/generate",
+                               count=20, concurrency=2)
+    time.sleep(5.0)
     install_version(engine, repo, model_name=ONSET_MODEL, version=BASELINE)
     install_faulty_version(engine, repo, Faults(error_rate=0.3, onset_s=ONSET_S, seed=6), model_name=ONSET_MODEL,
                            version=2)
@@ -98,7 +105,8 @@ def final(looks):
 
 
 def test_a_good_candidate_passes(urls, router, canary_models):
-    decision, verdict, elapsed = final(judge_live(urls, router, GOOD))
+    # Token-level checks see one probe a second per version: a PASS may take minutes on this stack.
+    decision, verdict, elapsed = final(judge_live(urls, router, GOOD, max_soak_s=240))
     assert decision == "PASS", verdict.table()
     assert verdict.check("compare_4xx").outcome is Outcome.PASS
     assert verdict.check("compare_ttft_p50").outcome is Outcome.PASS  # the probe fed it

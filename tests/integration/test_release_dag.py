@@ -82,6 +82,7 @@ def test_a_version_that_starts_failing_mid_canary_is_rolled_back_and_the_run_fai
     ({"version": 2, "model": "x; rm -rf /"}, "model"),
     ({"version": 2, "steps": [50, 10]}, "steps"),
     ({"version": 2, "environment": "moon"}, "environment"),
+    ({"version": BAD, "environment": "production"}, "never passed staging"),  # environments are never skipped
 ])
 def test_bad_input_is_refused_before_any_traffic_moves(airflow_env, stack, router, dag_model, conf, field):
     before = router.get_state(MODEL)

@@ -169,3 +169,23 @@ def test_a_release_whose_driver_died_mid_step_resumes_from_its_record(stack, rec
     assert verdicts[0]["verdict"]["started"] == pytest.approx(since)  # judged from when the step really began
     assert records.lease(model=MODEL, environment="staging/local") is None
     assert final.artifact_digest and final.artifact_digest.startswith("sha256:")
+
+
+def test_an_ab_release_compares_the_arms_and_leaves_the_routing_as_it_was(stack, records, router, stable_routing):
+    m = machine(stack, records)
+    with pytest.raises(ReleaseRefused, match="ab_header.*x-team"):  # the model already routes by x-team
+        m.begin(ReleaseSpec.from_dict({"model": MODEL, "version": GOOD, "strategy": "ab"}))
+    record = m.begin(ReleaseSpec.from_dict({"model": MODEL, "version": GOOD, "strategy": "ab", "ab_header": "x-team",
+                                            "ab_value": "B", **FAST}))
+    url = f"{stack['components']['envoy']['url']}/v2/models/{MODEL}/generate"
+    with SteadyLoad(url, rate_per_s=15.0) as arm_a, SteadyLoad(url, rate_per_s=15.0, headers={"x-team": "B"}) as arm_b:
+        final = drive(m, record.id)
+    assert final.outcome == "passed", final.reason
+    assert router.get_state(MODEL) == stable_routing  # the experiment's route is gone, the qa route kept
+    (step,) = [e.data["routing"] for e in final.events if e.kind == "step"]
+    assert step["header_routes"] == {"B": 2, "qa": 1} and step["weights"] == {"1": 100}
+    arm_b_versions = {r.version for r in arm_b.snapshot() if r.status == 200}
+    assert arm_b_versions <= {"2", "1"} and "2" in arm_b_versions  # B clients reached the candidate
+    assert {r.version for r in arm_a.snapshot() if r.status == 200} == {"1"}  # A never saw it
+    verdict = next(e.data["verdict"] for e in final.events if e.kind == "verdict")
+    assert verdict["canary_requests"] > 0 and verdict["baseline_requests"] > 0  # the arms, compared
