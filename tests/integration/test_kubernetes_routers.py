@@ -576,3 +576,42 @@ def test_istio_forget_reads_back_and_reports_a_subset_still_there(double):
 
     with pytest.raises(RoutingError, match=f"DestinationRule {NS}/{NAME} still has subset v2"):
         router.forget(MODEL, 2)
+
+
+# -- the command line reaches any router, through an environment ---------------------------------------------
+def test_the_emergency_rollback_command_reaches_a_mesh_gateway(mesh, tmp_path, stack, loaded):
+    """`llm-release rollback` on an environment whose gateway is Istio or Gateway API: readiness
+    from each version's Triton (here the stack's, serving v1 and v2), routing through the API."""
+    import json
+    import subprocess
+    import sys
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": mesh.double.url}}],
+        "users": [{"name": "router", "user": {"token": mesh.double.token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "router", "namespace": NS}}],
+    }))
+    triton = stack["components"]["triton"]["url"]
+    router_settings = ({"kind": "istio", "namespace": NS, "virtual_service": NAME, "service_host": HOST,
+                        "destination_rule": NAME} if mesh.kind == "istio" else
+                       {"kind": "gatewayapi", "namespace": NS, "http_route": NAME,
+                        "service_template": f"{NAME}-v{{version}}"})
+    environments = tmp_path / "environments.json"
+    environments.write_text(json.dumps([{
+        "name": "production", "region": "eu", "prometheus_url": "http://127.0.0.1:9",
+        "triton": {"topology": "deployment_per_version", "deployments": {"1": triton, "2": triton}},
+        "router": {**router_settings, "kubeconfig": str(kubeconfig)}}]))
+    mesh.router().set_weights(MODEL, {1: 50, 2: 50})
+
+    run = subprocess.run([sys.executable, "-m", "llm_release.cli", "rollback", "--model", MODEL, "--env", "production",
+                          "--to", "1", "--environments", str(environments), "--no-records", "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads(run.stdout)["applied"]["weights"] == {"1": 100}
+    assert mesh.router().get_state(MODEL) == RoutingState(MODEL, {1: 100})
+    refused = subprocess.run([sys.executable, "-m", "llm_release.cli", "rollback", "--model", MODEL, "--env",
+                              "production", "--to", "7", "--environments", str(environments), "--no-records"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "not READY" in refused.stderr  # never routed to a version that cannot serve
