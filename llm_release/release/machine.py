@@ -38,6 +38,7 @@ AWAITING_APPROVAL, APPROVED = "awaiting_approval", "approved"
 PROMOTED, PASSED, ROLLING_BACK, ROLLED_BACK, REFUSED = "promoted", "passed", "rolling_back", "rolled_back", "refused"
 FINAL = (PROMOTED, PASSED, ROLLED_BACK, REFUSED)
 LEASE_MARGIN_S = 900.0
+GATEWAY_FLUSH_S = 2.0  # Envoy flushes its stats every second and Prometheus scrapes every second
 
 
 class ReleaseRefused(LLMReleaseError):
@@ -319,6 +320,8 @@ class ReleaseMachine:
         stage = stages[record.context["stage"] + 1]
         check_ready(self.served, stage.routing, probe=False)
         applied = self.router.apply(stage.routing)
+        if stage.index == 0:
+            self._warm_cluster(record)
         since = time.time()
         self.log.info("%s step %d/%d (%s): the gateway routes %s", record.model, stage.index + 1, len(stages),
                       stage.name, applied.describe())
@@ -326,6 +329,23 @@ class ReleaseMachine:
                                data={"stage": stage.index, "name": stage.name, "routing": applied.to_dict()})
         return self.records.transition(release_id, expected=record.state, to=SHIFTED, message=f"step {stage.name}",
                                        context={**record.context, "stage": stage.index, "since": since})
+
+    def _warm_cluster(self, record, requests: int = 10) -> None:
+        """The first step gives the candidate its own gateway cluster; its first requests open
+        that cluster's connections and answer slower, and so do its first streamed generations.
+        Send a few of both through the pinned path and let
+        the gateway's counters flush before the step's clock starts, so the judge sees the
+        version and not a cold connection pool."""
+        if not self.env.gateway_url:
+            return
+        from llm_release.loadgen import send_generate_requests
+
+        from llm_release.analysis.probe import probe_versions
+
+        send_generate_requests(f"{self.env.gateway_url}/v2/models/{record.model}/versions/{record.version}/generate",
+                               count=requests, concurrency=2)
+        probe_versions(self.env.gateway_url, record.model, [record.version], count=requests)  # streaming, too
+        time.sleep(GATEWAY_FLUSH_S)
 
     def judge_target(self, record) -> dict:
         """What the canary judge needs for the current step: target, settings, start and soak limits."""

@@ -91,3 +91,12 @@ class AirflowApi:
         if resp.status_code != 200:
             raise RuntimeError(f"answering {task_id} was refused ({resp.status_code}): {resp.text[:500]}")
         return resp.json()
+
+    def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> dict:
+        """Start tasks of a run again, as "Clear" in the UI does (their next try runs from the start)."""
+        resp = requests.post(f"{self.url}/api/v2/dags/{dag_id}/clearTaskInstances", headers=self.headers, timeout=30,
+                             json={"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids, "only_failed": False,
+                                   "reset_dag_runs": False})
+        if resp.status_code != 200:
+            raise RuntimeError(f"clearing {task_ids} was refused ({resp.status_code}): {resp.text[:500]}")
+        return resp.json()

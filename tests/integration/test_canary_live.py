@@ -17,6 +17,7 @@ import time
 import pytest
 
 from llm_release.analysis.canary import CanaryTarget, StepWatch, build_analysis
+from llm_release.analysis.probe import probe_versions
 from llm_release.analysis.verdict import Outcome
 from llm_release.engine.faults import Faults, install_faulty_version
 from llm_release.loadgen import SteadyLoad, send_generate_requests
@@ -69,8 +70,10 @@ def target(urls, model: str = MODEL, candidate: int = GOOD) -> CanaryTarget:
 def judge_live(urls, router, candidate: int, *, model: str = MODEL, min_soak_s=0.0, max_soak_s=120.0,
                probe=True, weights=None, during=None):
     """Warm up, route, load, and poll the judge every second until the step is decided; return the looks."""
-    warm_up(urls, model, (BASELINE, candidate))
     router.apply(RoutingState(model, weights or {BASELINE: 50, candidate: 50}))
+    # Warm up after routing: a version's pinned path goes through its own cluster only once the
+    # gateway routes it, and a new cluster's first requests open its connections.
+    warm_up(urls, model, (BASELINE, candidate))
     # Envoy merges latency histograms at its 1 s stats flush and Prometheus scrapes every second:
     # let the warm-up's requests land before the step starts, so they are not judged in it.
     time.sleep(3.0)
@@ -97,6 +100,7 @@ def warm_up(urls, model: str, versions, requests_each: int = 40) -> None:
     for version in versions:
         send_generate_requests(f"{urls['gateway']}/v2/models/{model}/versions/{version}/generate",
                                count=requests_each, concurrency=2)
+    probe_versions(urls["gateway"], model, list(versions), count=10)  # the streaming path too
 
 
 def final(looks):

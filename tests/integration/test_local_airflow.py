@@ -264,6 +264,37 @@ def test_an_approval_nobody_gives_in_time_rolls_back(local_airflow, stack, route
     assert "approval timed out" in log, log
 
 
+def test_a_release_task_started_again_mid_step_resumes_from_the_record(local_airflow, stack, router, approval_model):
+    """The steps task is cleared while its step soaks (as a lost worker's retry would start it
+    again): the new try finds the step in the record and keeps judging it, from its real start."""
+    from llm_release.loadgen import SteadyLoad
+    from llm_release.routing.state import RoutingState
+
+    api = local_airflow["api"]
+    router.apply(RoutingState(APPROVAL_MODEL, {1: 100}))
+    with SteadyLoad(f"{stack['components']['envoy']['url']}/v2/models/{APPROVAL_MODEL}/generate", rate_per_s=30.0):
+        run_id = api.trigger("release", {"model": APPROVAL_MODEL, "version": 2, "environment": "staging",
+                                         "steps": [50, 100], "min_soak_s": 30, "max_soak_s": 240})
+        api.wait_for_task("release", run_id, "steps", ("deferred",), timeout_s=180)
+        first_try = api.tasks("release", run_id)["steps"]["try_number"]
+        api.clear("release", run_id, ["steps"])
+        run = api.wait("release", run_id, timeout_s=400)
+    tasks = api.tasks("release", run_id)
+    assert run["state"] == "success", {k: t["state"] for k, t in tasks.items()}
+    assert tasks["steps"]["try_number"] > first_try
+    history = json.loads(cli("history", "--model", APPROVAL_MODEL, "--env", "staging", "--json",
+                             "--state-dir", stack["state_dir"]).stdout)
+    release = history[0]
+    assert release["outcome"] == "promoted"
+    steps = [e for e in release["events"] if e["kind"] == "step"]
+    assert len(steps) == 1  # the new try did not shift again
+    shifted = next(e for e in release["events"] if e.get("to_state") == "shifted")
+    verdict = next(e for e in release["events"] if e["kind"] == "verdict")["data"]["verdict"]
+    from datetime import datetime
+
+    assert abs(verdict["started"] - datetime.fromisoformat(shifted["at"]).timestamp()) < 2  # judged from the shift
+
+
 def test_status_second_up_and_down(local_airflow, stack):
     status = json.loads(cli("airflow", "status", "--state-dir", stack["state_dir"], "--json").stdout)
     assert status["healthy"] and set(status["components"]) == {"api-server", "scheduler", "dag-processor", "triggerer"}
