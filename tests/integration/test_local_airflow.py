@@ -220,6 +220,10 @@ def production_release(local_airflow, stack, router, answer=None, **conf):
         api.wait_for_task("release", run_id, "approve", ("awaiting_input", "failed", "upstream_failed"), timeout_s=300)
     request = api.approval("release", run_id, "approve")
     if answer:
+        # A person answers seconds later, not in the same instant: an answer racing the executor's
+        # report of the parked try lets the scheduler mark the task failed ("state changed
+        # externally", Airflow 3.3's LocalExecutor), which is Airflow's race, not the release's.
+        time.sleep(5.0)
         api.answer("release", run_id, "approve", answer)
     run = api.wait("release", run_id, timeout_s=300)
     return api, run_id, run, request
