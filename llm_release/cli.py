@@ -168,6 +168,19 @@ def cmd_engine_build(args) -> int:
     return 0
 
 
+def cmd_engine_build_trtllm(args) -> int:
+    """Inside a build pod: run the TensorRT-LLM build the request describes (docs/builds.md)."""
+    from llm_release.build.pod_runner import run_build
+    from llm_release.build.trtllm import TrtllmBuildRequest
+
+    try:
+        data = json.loads(args.request)
+    except ValueError as exc:
+        raise SpecError("request", f"is not valid JSON ({exc})", "pass the request as one JSON object") from exc
+    run_build(TrtllmBuildRequest.from_dict(data))
+    return 0
+
+
 def cmd_engine_install(args) -> int:
     from llm_release.model_repo import install_version
 
@@ -580,6 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-input-len", type=int, default=256)
     b.add_argument("--max-seq-len", type=int, default=512)
     b.set_defaults(func=cmd_engine_build)
+    bt = engine_sub.add_parser("build-trtllm", help="inside a GPU build pod: convert, trtllm-build, metadata.json "
+                               "(prints LLM_RELEASE_RESULT {json} last)")
+    bt.add_argument("--request", required=True, help="the build request as one JSON object (TrtllmBuildRequest)")
+    bt.set_defaults(func=cmd_engine_build_trtllm)
     i = engine_sub.add_parser("install", help="install a built engine as a Triton model version (atomic)")
     i.add_argument("--engine", required=True)
     i.add_argument("--repo", required=True)

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from llm_release.engine.checkpoint import checkpoint_digest, npz_bytes, read_checkpoint
-from llm_release.engine.params import BuildParams
+from llm_release.engine.params import BuildParams, check_reference_supports
 from llm_release.errors import ChecksumMismatch, SpecError
 from llm_release.fsutil import fsync_dir, write_durably
 from llm_release.metadata import (EngineMetadata, check_created_at, check_model_name,
@@ -77,9 +77,9 @@ def build_engine(checkpoint_dir, out_dir, params: BuildParams | Mapping[str, Any
 
 def _check_params(params: Any) -> BuildParams:
     if isinstance(params, BuildParams):
-        return params
+        return check_reference_supports(params)
     if isinstance(params, Mapping):
-        return BuildParams.from_dict(params)
+        return check_reference_supports(BuildParams.from_dict(params))
     raise SpecError("params", f"expected BuildParams or a mapping, got {type(params).__name__}",
                     "pass the build parameters as a dict")
 

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from llm_release.engine.params import BuildParams
+from llm_release.engine.params import BuildParams, build_params_schema, check_reference_supports
 from llm_release.errors import SpecError
 
 GOOD = {"precision": "fp16", "max_batch_size": 8, "max_input_len": 128, "max_seq_len": 256}
@@ -13,7 +13,8 @@ GOOD = {"precision": "fp16", "max_batch_size": 8, "max_input_len": 128, "max_seq
 def test_round_trip_with_defaults():
     params = BuildParams.from_dict(GOOD)
     assert (params.tp_size, params.pp_size) == (1, 1)
-    assert params.to_dict() == {**GOOD, "tp_size": 1, "pp_size": 1}
+    assert params.to_dict() == {**GOOD, "tp_size": 1, "pp_size": 1, "max_num_tokens": None,
+                                "kv_cache_type": "paged", "kv_cache_dtype": None}
     assert BuildParams.from_dict(params.to_dict()) == params
 
 
@@ -27,7 +28,7 @@ def test_unsupported_precision_message():
         BuildParams.from_dict({**GOOD, "precision": "fp7"})
     assert err.value.field == "precision"
     assert str(err.value) == ("precision: 'fp7' is not a supported precision; "
-                              "use one of fp32, fp16, int8")
+                              "use one of fp32, fp16, bf16, fp8, int8, int8_sq, int4_wo, int4_awq")
 
 
 @pytest.mark.parametrize("change, field", [
@@ -43,9 +44,17 @@ def test_unsupported_precision_message():
     ({"max_seq_len": 65537}, "max_seq_len"),
     ({"precision": "FP16"}, "precision"),
     ({"precision": 16}, "precision"),
-    ({"tp_size": 2}, "tp_size"),
-    ({"pp_size": 2}, "pp_size"),
     ({"tp_size": 0}, "tp_size"),
+    ({"pp_size": 65}, "pp_size"),
+    ({"tp_size": 16, "pp_size": 8}, "tp_size"),
+    ({"max_num_tokens": 127}, "max_num_tokens"),
+    ({"max_num_tokens": 8 * 256 + 1}, "max_num_tokens"),
+    ({"max_num_tokens": "512"}, "max_num_tokens"),
+    ({"kv_cache_type": "pagd"}, "kv_cache_type"),
+    ({"kv_cache_dtype": "fp4"}, "kv_cache_dtype"),
+    ({"kv_cache_dtype": "fp8", "kv_cache_type": "disabled"}, "kv_cache_dtype"),
+    ({"kv_cache_dtype": "int8", "precision": "fp32"}, "kv_cache_dtype"),
+    ({"kv_cache_dtype": "int8", "precision": "fp8"}, "kv_cache_dtype"),
 ])
 def test_bad_values_name_the_field(change, field):
     with pytest.raises(SpecError) as err:
@@ -71,8 +80,63 @@ def test_max_seq_len_must_exceed_max_input_len():
 
 
 def test_parallelism_refusal_is_explained():
+    params = BuildParams.from_dict({**GOOD, "tp_size": 2})  # valid for TensorRT-LLM
     with pytest.raises(SpecError, match="not supported by the reference builder"):
-        BuildParams.from_dict({**GOOD, "tp_size": 2})
+        check_reference_supports(params)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"tp_size": 2}, "tp_size"),
+    ({"pp_size": 2}, "pp_size"),
+    ({"precision": "bf16"}, "precision"),
+    ({"precision": "int4_awq"}, "precision"),
+    ({"kv_cache_dtype": "int8"}, "kv_cache_dtype"),
+    ({"kv_cache_type": "disabled"}, "kv_cache_type"),
+    ({"max_num_tokens": 256}, "max_num_tokens"),
+])
+def test_reference_builder_refuses_what_it_cannot_do(change, field):
+    params = BuildParams.from_dict({**GOOD, **change})
+    with pytest.raises(SpecError) as err:
+        check_reference_supports(params)
+    assert err.value.field == field
+    assert "reference builder" in str(err.value)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_reference_builder_accepts_its_precisions(precision):
+    params = BuildParams.from_dict({**GOOD, "precision": precision})
+    assert check_reference_supports(params) is params
+
+
+def test_trtllm_only_specs_are_valid_build_params():
+    params = BuildParams.from_dict({**GOOD, "precision": "fp8", "tp_size": 3, "pp_size": 2,
+                                    "max_num_tokens": 128, "kv_cache_dtype": "fp8",
+                                    "kv_cache_type": "paged"})
+    assert params.world_size == 6
+    assert BuildParams.from_dict(params.to_dict()) == params
+
+
+def test_max_num_tokens_bounds_are_inclusive():
+    assert BuildParams.from_dict({**GOOD, "max_num_tokens": 128}).max_num_tokens == 128
+    assert BuildParams.from_dict({**GOOD, "max_num_tokens": 8 * 256}).max_num_tokens == 2048
+
+
+def test_schema_matches_the_validation():
+    schema = build_params_schema()
+    props = schema["properties"]
+    assert sorted(props) == sorted(BuildParams.from_dict(GOOD).to_dict())
+    assert schema["required"] == ["precision", "max_batch_size", "max_input_len", "max_seq_len"]
+    assert props["precision"]["enum"] == ["fp32", "fp16", "bf16", "fp8", "int8", "int8_sq",
+                                          "int4_wo", "int4_awq"]
+    assert props["max_batch_size"]["maximum"] == 4096
+    assert props["kv_cache_dtype"]["enum"] == ["fp8", "int8", None]
+    assert props["kv_cache_type"]["default"] == "paged"
+    assert all(p["description"] for p in props.values())
+    # every enum value is accepted, and one past each maximum is refused
+    for value in props["precision"]["enum"]:
+        BuildParams.from_dict({**GOOD, "precision": value})
+    with pytest.raises(SpecError):
+        BuildParams.from_dict({**GOOD, "max_batch_size": props["max_batch_size"]["maximum"] + 1})
 
 
 def test_unknown_key_named_with_allowed_keys():
