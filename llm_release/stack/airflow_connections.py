@@ -24,6 +24,13 @@ ARTIFACT_BUCKET = "llm-artifacts"
 ARTIFACT_PREFIX = "engines"
 SYNC_TARGETS_VARIABLE = "llm_release_sync_targets"
 ENVIRONMENTS_VARIABLE = "llm_release_environments"
+NIGHTLY_VARIABLE = "llm_release_nightly"
+REFERENCE_MODEL = "reference_lm"
+
+
+def reference_checkpoint_dir(state: dict) -> Path:
+    """Where `stack up` writes the reference model's checkpoint, for the nightly build."""
+    return Path(state["state_dir"]) / "checkpoints" / REFERENCE_MODEL
 
 
 def variables_for(state: dict) -> dict[str, object]:
@@ -32,14 +39,26 @@ def variables_for(state: dict) -> dict[str, object]:
     Its scheduled syncs are dry runs: unpausing the hourly DAG on a laptop reports what it
     would install and changes nothing; a run triggered by hand syncs for real.
     """
+    source = {"kind": "s3", "conn_id": S3_CONN_ID, "bucket": ARTIFACT_BUCKET, "prefix": ARTIFACT_PREFIX}
     return {
         SYNC_TARGETS_VARIABLE: [{
             "region": "local",
             "model_repository": state["model_repository"],
             "triton_conn_id": TRITON_CONN_ID,
-            "source": {"kind": "s3", "conn_id": S3_CONN_ID, "bucket": ARTIFACT_BUCKET, "prefix": ARTIFACT_PREFIX},
+            "source": source,
             "scheduled": "dry_run",
         }],
+        # What the nightly build builds here: the reference model from the checkpoint `stack up`
+        # wrote, tested in staging, published to the stack's S3. Scheduled runs only report.
+        NIGHTLY_VARIABLE: {
+            "models": [{"model": REFERENCE_MODEL, "checkpoint": str(reference_checkpoint_dir(state))}],
+            "builder": "reference",
+            "work_dir": str(Path(state["state_dir"]) / "builds"),
+            "destination": source,
+            "test_environment": "staging",
+            "release_environment": "staging",
+            "scheduled": "dry_run",
+        },
         # Where releases run, by connection: the stack plays staging and production at once.
         ENVIRONMENTS_VARIABLE: [
             {"name": "staging", "region": "local", "triton_conn_id": TRITON_CONN_ID,
@@ -55,6 +74,8 @@ def variables_for(state: dict) -> dict[str, object]:
 VARIABLE_DESCRIPTIONS = {
     SYNC_TARGETS_VARIABLE: "Regions artifact_sync keeps up to date (JSON list; llm_release.artifacts.targets). "
                            "The local stack is one region whose scheduled runs are dry runs.",
+    NIGHTLY_VARIABLE: "What the nightly_build DAG builds (JSON object; docs/builds.md): models with their checkpoints, "
+                      "builder, work_dir, destination store, test_environment, release_environment, scheduled.",
     ENVIRONMENTS_VARIABLE: "Where releases run (JSON list; llm_release.environments): name, region, the Triton, "
                            "gateway and Prometheus connections, approval_required, requires_passed. The local stack "
                            "plays staging and production (approval, staging first).",

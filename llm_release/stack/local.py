@@ -118,6 +118,7 @@ class LocalStack:
             self.down()
             raise
         _create_bucket(state["components"]["s3"]["url"], ARTIFACT_BUCKET)
+        _write_reference_checkpoint(state)
         state["cold_start_s"] = round(time.monotonic() - started, 3)
         state["connections"] = write_airflow_connections(self.state_dir, state, s3_keys=(S3_ACCESS_KEY, S3_SECRET_KEY, S3_REGION))
         write_atomically(self.state_dir / ENVIRONMENTS_FILE,
@@ -318,6 +319,16 @@ def local_environment(state: dict, name: str = "staging"):
 def gateway_router(state: dict):
     """The EnvoyRouter of a running stack (one Triton serving every version)."""
     return local_environment(state).router_instance()
+
+
+def _write_reference_checkpoint(state: dict) -> None:
+    """The checkpoint the nightly build's local settings point at (deterministic; 0.2 s)."""
+    from llm_release.engine.checkpoint import make_reference_checkpoint
+    from llm_release.stack.airflow_connections import reference_checkpoint_dir
+
+    target = reference_checkpoint_dir(state)
+    if not all((target / name).exists() for name in ("config.json", "weights.npz")):
+        make_reference_checkpoint(target, seed=1)
 
 
 def _create_bucket(endpoint: str, bucket: str) -> None:
