@@ -191,7 +191,8 @@ def get_provider_info() -> dict:
             "llm_release_airflow.hooks.artifactory", "llm_release_airflow.hooks.oci_registry"]}],
         "operators": [{"integration-name": "LLM Release", "python-modules": [
             "llm_release_airflow.operators.triton_load", "llm_release_airflow.operators.artifacts",
-            "llm_release_airflow.operators.traffic", "llm_release_airflow.operators.gates"]}],
+            "llm_release_airflow.operators.traffic", "llm_release_airflow.operators.gates",
+            "llm_release_airflow.operators.build"]}],
         "sensors": [{"integration-name": "LLM Release", "python-modules": [
             "llm_release_airflow.sensors.canary_analysis"]}],
         "triggers": [{"integration-name": "LLM Release", "python-modules": [
