@@ -1,0 +1,1 @@
+"""Golden suites shipped with the package, one YAML file per model (see llm_release.quality.golden)."""
