@@ -63,6 +63,39 @@ def _only(doc: dict, allowed: set[str], where: str) -> None:
 
 
 @dataclass(frozen=True)
+class TritonRuntime:
+    """What an environment's Triton runs, for the provenance gate (llm_release.provenance).
+
+    `image` and `trtllm_version` cannot be read from Triton and are declared; `gpu_arch` is
+    declared on GPU runtimes (Triton's metrics name GPUs by UUID only), and read as "cpu" from
+    `metrics_url` (Triton's metrics endpoint) when that shows no GPU. Declaring it turns the
+    gate on for every load in this environment.
+    """
+
+    image: str | None = None
+    trtllm_version: str | None = None
+    gpu_arch: str | None = None
+    metrics_url: str | None = None
+
+    @classmethod
+    def from_dict(cls, doc, where: str) -> "TritonRuntime":
+        from llm_release.provenance import RUNTIME_FIELDS, check_declared
+
+        if not isinstance(doc, dict) or not doc:
+            raise SpecError(where, f"{doc!r} is not a non-empty object",
+                            'write e.g. {"image": "nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3", '
+                            '"trtllm_version": "1.0.0", "gpu_arch": "sm90"}')
+        _only(doc, set(RUNTIME_FIELDS) | {"metrics_url"}, where)
+        values = check_declared(doc, where)
+        metrics = _url(doc["metrics_url"], f"{where}.metrics_url") if doc.get("metrics_url") is not None else None
+        return cls(metrics_url=metrics, **values)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in (("image", self.image), ("trtllm_version", self.trtllm_version),
+                                  ("gpu_arch", self.gpu_arch), ("metrics_url", self.metrics_url)) if v is not None}
+
+
+@dataclass(frozen=True)
 class TritonSpec:
     """The Triton serving a model's versions, and how release versions map onto it (llm_release.serving)."""
 
@@ -71,12 +104,15 @@ class TritonSpec:
     model_repository: str | None = None
     deployments: dict[int, str] = field(default_factory=dict)  # deployment_per_version: version -> URL
     release_suffix: str = "_r"  # model_per_release: release N of m is the Triton model m<suffix>N
+    runtime: TritonRuntime | None = None  # declared: loads here pass the provenance gate
+    grpc_url: str | None = None  # host:port of Triton's gRPC endpoint (the perf bench streams over it)
 
     @classmethod
     def from_dict(cls, doc, where: str) -> "TritonSpec":
         if not isinstance(doc, dict):
             raise SpecError(where, f"{doc!r} is not an object", 'write e.g. {"url": "http://triton:8000"}')
-        _only(doc, {"url", "topology", "model_repository", "deployments", "release_suffix"}, where)
+        _only(doc, {"url", "topology", "model_repository", "deployments", "release_suffix", "runtime", "grpc_url"},
+              where)
         topology = doc.get("topology") or "versions"
         if topology not in TOPOLOGIES:
             raise SpecError(f"{where}.topology", f"{topology!r} is not a serving topology", f"use one of {', '.join(TOPOLOGIES)}")
@@ -96,12 +132,23 @@ class TritonSpec:
         url = doc.get("url")
         if url is None and deployments:
             url = deployments[min(deployments)]
-        return cls(_url(url, f"{where}.url"), topology, repo or None, deployments, suffix)
+        runtime = doc.get("runtime")
+        runtime = TritonRuntime.from_dict(runtime, f"{where}.runtime") if runtime is not None else None
+        grpc_url = doc.get("grpc_url")
+        if grpc_url is not None and (not isinstance(grpc_url, str)
+                                     or not re.fullmatch(r"[A-Za-z0-9_.\[\]:-]+:[0-9]{1,5}", grpc_url)):
+            raise SpecError(f"{where}.grpc_url", f"{grpc_url!r} is not host:port", "write e.g. triton:8001")
+        return cls(_url(url, f"{where}.url"), topology, repo or None, deployments, suffix, runtime, grpc_url)
 
     def to_dict(self) -> dict:
-        return {"url": self.url, "topology": self.topology, "model_repository": self.model_repository,
-                "deployments": {str(v): u for v, u in sorted(self.deployments.items())},
-                "release_suffix": self.release_suffix}
+        doc = {"url": self.url, "topology": self.topology, "model_repository": self.model_repository,
+               "deployments": {str(v): u for v, u in sorted(self.deployments.items())},
+               "release_suffix": self.release_suffix}
+        if self.runtime is not None:
+            doc["runtime"] = self.runtime.to_dict()
+        if self.grpc_url is not None:
+            doc["grpc_url"] = self.grpc_url
+        return doc
 
 
 @dataclass(frozen=True)
@@ -205,10 +252,22 @@ class Environment:
         from llm_release.serving import DeploymentPerVersion, ModelPerRelease, PlainVersions
 
         if self.triton.topology == "model_per_release":
-            return ModelPerRelease(self.triton_control(), suffix=self.triton.release_suffix)
+            return ModelPerRelease(self.triton_control(), suffix=self.triton.release_suffix,
+                                   runtime=self._runtime(self.triton.url))
         if self.triton.topology == "deployment_per_version":
-            return DeploymentPerVersion({v: self.triton_control(u) for v, u in self.triton.deployments.items()})
-        return PlainVersions(self.triton_control())
+            runtimes = {v: self._runtime(u, metrics=False) for v, u in self.triton.deployments.items()}
+            return DeploymentPerVersion({v: self.triton_control(u) for v, u in self.triton.deployments.items()},
+                                        runtime=runtimes if self.triton.runtime else None)
+        return PlainVersions(self.triton_control(), runtime=self._runtime(self.triton.url))
+
+    def _runtime(self, url: str, *, metrics: bool = True):
+        """The provenance gate's runtime reader, when this environment declares its runtime."""
+        from llm_release.provenance import runtime_reader
+
+        declared = self.triton.runtime
+        if declared is None:
+            return None
+        return runtime_reader(url, metrics_url=declared.metrics_url if metrics else None, declared=declared)
 
     def router_instance(self):
         """The traffic router for this environment's gateway, rendered for its topology."""

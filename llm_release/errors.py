@@ -43,6 +43,20 @@ class SpecError(LLMReleaseError, ValueError):
         super().__init__(message)
 
 
+class ProvenanceMismatch(SpecError):
+    """An engine built for another runtime (Triton image tag, TensorRT-LLM version, GPU
+    architecture) than the one asked to serve it. TensorRT engines do not deserialize anywhere
+    else, so retrying cannot help: rebuild the engine or serve it where it was built for.
+    Raised before anything is installed or loaded. `engine` and `runtime` hold both values."""
+
+    permanent = True
+
+    def __init__(self, field: str, problem: str, fix: str | None = None, *, engine=None, runtime=None):
+        self.engine = engine
+        self.runtime = runtime
+        super().__init__(field, problem, fix)
+
+
 class ChecksumMismatch(LLMReleaseError):
     """A file's sha256 differs from the one its manifest records."""
 

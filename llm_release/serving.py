@@ -9,6 +9,13 @@
 
 All three answer the same questions (what is READY, load beside, unload, probe), so readiness
 checks, traffic shifts and deprecation do not care which one a release uses.
+
+Given a runtime (`runtime=`: a RuntimeInfo, or a reader that returns one when a load is about to
+happen), `load` is also the provenance gate (llm_release.provenance): it reads the installed
+version's metadata.json and refuses an engine built for another image, TensorRT-LLM version or
+GPU architecture before Triton is asked anything. It sits here because every loader (the
+release machine, the load operator, the rehearsal) goes through one of these three. Without a
+runtime nothing is checked, as before.
 """
 
 from __future__ import annotations
@@ -17,11 +24,20 @@ import abc
 import re
 
 from llm_release.errors import SpecError, TritonError
+from llm_release.provenance import RuntimeSource, check_installed, resolve
 from llm_release.triton_control import ProbeResult, TritonControl
 
 
 class ServedVersions(abc.ABC):
     topology: str = "abstract"
+    runtime: RuntimeSource = None  # None: provenance is not checked
+
+    def check_provenance(self, triton: TritonControl, triton_model: str, triton_version: int, *,
+                         runtime: RuntimeSource = None) -> None:
+        """Refuse (ProvenanceMismatch) an installed engine this runtime cannot run; no-op without a runtime."""
+        runtime = resolve(runtime if runtime is not None else self.runtime)
+        if runtime is not None:
+            check_installed(triton.model_repository, triton_model, triton_version, runtime)
 
     @abc.abstractmethod
     def ready_versions(self, model: str) -> list[int]:
@@ -43,13 +59,15 @@ class ServedVersions(abc.ABC):
 class PlainVersions(ServedVersions):
     topology = "versions"
 
-    def __init__(self, triton: TritonControl):
+    def __init__(self, triton: TritonControl, *, runtime: RuntimeSource = None):
         self.triton = triton
+        self.runtime = runtime
 
     def ready_versions(self, model: str) -> list[int]:
         return self.triton.ready_versions(model)
 
     def load(self, model: str, version: int) -> list[int]:
+        self.check_provenance(self.triton, model, version)
         return self.triton.load_versions(model, sorted(set(self.triton.ready_versions(model)) | {version}))
 
     def unload(self, model: str, version: int) -> list[int]:
@@ -64,9 +82,10 @@ class ModelPerRelease(ServedVersions):
 
     topology = "model_per_release"
 
-    def __init__(self, triton: TritonControl, *, suffix: str = "_r"):
+    def __init__(self, triton: TritonControl, *, suffix: str = "_r", runtime: RuntimeSource = None):
         self.triton = triton
         self.suffix = suffix
+        self.runtime = runtime
 
     def name(self, model: str, version: int) -> str:
         return f"{model}{self.suffix}{version}"
@@ -81,6 +100,9 @@ class ModelPerRelease(ServedVersions):
         return sorted(found)
 
     def load(self, model: str, version: int) -> list[int]:
+        # The Triton model clients call (for TensorRT-LLM, the ensemble; llm_release.trtllm_repo
+        # puts the engine's metadata.json in its version directory).
+        self.check_provenance(self.triton, self.name(model, version), 1)
         self.triton.load_versions(self.name(model, version), [1])
         return self.ready_versions(model)
 
@@ -98,8 +120,12 @@ class DeploymentPerVersion(ServedVersions):
 
     topology = "deployment_per_version"
 
-    def __init__(self, tritons: dict[int, TritonControl]):
+    def __init__(self, tritons: dict[int, TritonControl], *,
+                 runtime: RuntimeSource | dict[int, RuntimeSource] = None):
+        """`runtime` may differ per deployment ({version: runtime}): a deployment per version is
+        how a release moves to a new image."""
         self.tritons = dict(tritons)
+        self.runtime = runtime
 
     def _triton(self, version: int) -> TritonControl:
         if version not in self.tritons:
@@ -118,6 +144,11 @@ class DeploymentPerVersion(ServedVersions):
         return ready
 
     def load(self, model: str, version: int) -> list[int]:
+        runtime = self.runtime.get(version) if isinstance(self.runtime, dict) else self.runtime
+        if isinstance(self.runtime, dict) and runtime is None:
+            raise SpecError("runtime", f"no runtime is given for the deployment of version {version}",
+                            f"give one for every deployment (known: {sorted(self.runtime)})")
+        self.check_provenance(self._triton(version), model, version, runtime=runtime)
         self._triton(version).load_versions(model, [version])
         return self.ready_versions(model)
 

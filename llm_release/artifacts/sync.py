@@ -7,6 +7,11 @@ temp directory Triton ignores; one rename installs it. Versions already installe
 overwritten (a different published manifest for an installed version is reported as a
 conflict). Retention keeps the newest N published versions and anything Triton serves; Triton
 is then asked to load the new versions beside the ones it serves, never unloading one.
+
+Given the runtime the repository serves (`runtime=`, llm_release.provenance), a version whose
+engine was built for another image, TensorRT-LLM version or GPU architecture is refused from
+its published manifest, before a byte of its archive is downloaded: it is reported as failed
+and neither installed nor loaded.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from llm_release.artifacts.manifest import Manifest
 from llm_release.artifacts.stores.base import ArtifactStore, Listing, ProgressLog, RemoteVersion, human_bytes
 from llm_release.errors import ArtifactError, ArtifactNotFound, ChecksumMismatch, LLMReleaseError, SpecError
 from llm_release.model_repo import install_staged, installed_versions, remove_version
+from llm_release.provenance import RuntimeInfo, check_provenance, resolve
 
 LOG = logging.getLogger("llm_release.artifacts.sync")
 
@@ -185,8 +191,11 @@ def _plan_retired(model: str, version: int, live: set[int] | None, keep: int) ->
 
 # -- doing ------------------------------------------------------------------------------
 def install_from_store(store: ArtifactStore, repo_root: Path, remote: RemoteVersion,
-                       log: logging.Logger = LOG) -> Action:
-    """Download, verify and atomically install one published version."""
+                       log: logging.Logger = LOG, *, runtime: RuntimeInfo | None = None) -> Action:
+    """Download, verify and atomically install one published version.
+
+    With a `runtime`, its published metadata must match it (ProvenanceMismatch otherwise),
+    checked before the archive is downloaded."""
     model, version = remote.model, remote.version
     started = time.monotonic()
     where = f"{store.describe()}/{model}/{version}"
@@ -200,6 +209,8 @@ def install_from_store(store: ArtifactStore, repo_root: Path, remote: RemoteVers
     if (manifest.model, manifest.version) != (model, version):
         raise SpecError("manifest", f"{where}/manifest.json describes {manifest.model} v{manifest.version}",
                         "republish under the right model and version")
+    if runtime is not None:
+        check_provenance(manifest.metadata, runtime)
     counts = {"bytes": 0}
 
     def stage(tmp: Path) -> None:
@@ -217,14 +228,20 @@ def install_from_store(store: ArtifactStore, repo_root: Path, remote: RemoteVers
 
 
 def run_sync(store: ArtifactStore, repo_root, options: SyncOptions = SyncOptions(), *,
-             triton=None, listing: Listing | None = None, log: logging.Logger = LOG) -> SyncReport:
+             triton=None, listing: Listing | None = None, log: logging.Logger = LOG,
+             runtime: RuntimeInfo | None = None) -> SyncReport:
     """Plan, then (unless dry run) install, prune and load. Failures of one version do not stop
     the others; the report says what failed and `report.failed` tells the caller to fail.
 
     `listing` lets a caller that already listed the source (a planning task) pass it on, so the
     source is listed once per run however many tasks share the work.
+
+    `runtime`: what the repository's Triton runs (a RuntimeInfo, or a reader returning one,
+    read once per run). None: provenance is not checked, as before.
     """
     started = time.monotonic()
+    if runtime is not None and not options.dry_run:
+        runtime = resolve(runtime)
     repo_root = Path(repo_root)
     if listing is None:
         listing = store.list_published()
@@ -241,7 +258,8 @@ def run_sync(store: ArtifactStore, repo_root, options: SyncOptions = SyncOptions
             continue
         try:
             if action.kind == INSTALL:
-                action = install_from_store(store, repo_root, listing.versions[(action.model, action.version)], log)
+                action = install_from_store(store, repo_root, listing.versions[(action.model, action.version)], log,
+                                            runtime=runtime)
                 new_versions.setdefault(action.model, []).append(action.version)
             else:
                 remove_version(repo_root, action.model, action.version)
