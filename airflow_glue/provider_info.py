@@ -56,6 +56,23 @@ TRITON = {
             "Request timeout (s)",
             "How long one request to Triton may take. Engine loads block until done and take minutes: keep "
             "this long (default 600).", default=600),
+        "grpc_url": _text(
+            "gRPC endpoint (host:port)",
+            "Triton's gRPC endpoint. The nightly build's perf bench streams tokens over it.", "triton.serving.svc:8001"),
+        "runtime_image": _text(
+            "Serving image",
+            "The tritonserver image this Triton runs. Engines built in another image are refused before any load "
+            "or sync (provenance gate).", "nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3"),
+        "runtime_trtllm_version": _text(
+            "TensorRT-LLM version",
+            "The TensorRT-LLM version of that image. Engines built with another version are refused.", "1.0.0"),
+        "runtime_gpu_arch": _text(
+            "GPU architecture",
+            "The SM of the GPUs this Triton runs on. Engines built for another architecture are refused. Empty on "
+            "CPU runtimes: the metrics endpoint then shows no GPU and the runtime reads as cpu.", "sm90"),
+        "metrics_url": _text(
+            "Metrics URL",
+            "Triton's metrics endpoint, read to tell a CPU runtime from a GPU one.", "http://triton.serving.svc:8002/metrics"),
         "no_gpu_reason": _text(
             "No GPU (why)",
             "Leave empty for GPU runtimes: the canary judge then reads Triton's GPU memory before traffic is "

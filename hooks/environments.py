@@ -40,6 +40,13 @@ def _resolve(entry: dict, where: str) -> dict:
         if extra.get("model_repository"):
             triton.setdefault("model_repository", extra["model_repository"])
         doc["triton"] = triton
+        if extra.get("grpc_url"):
+            triton.setdefault("grpc_url", extra["grpc_url"])
+        runtime = {key: extra.get(f"runtime_{key}") for key in ("image", "trtllm_version", "gpu_arch")}
+        runtime["metrics_url"] = extra.get("metrics_url")
+        runtime = {k: v for k, v in runtime.items() if v}
+        if runtime:
+            triton.setdefault("runtime", runtime)
         if extra.get("no_gpu_reason"):
             doc["disabled_checks"] = {"gpu_headroom": f"connection {entry['triton_conn_id']}: {extra['no_gpu_reason']}",
                                       **(doc.get("disabled_checks") or {})}

@@ -33,6 +33,21 @@ class TritonHook(BaseHook):
     def get_conn(self):
         return self.client
 
+    def runtime(self):
+        """What this Triton runs, for the provenance gate (llm_release.provenance): a reader built
+        from the connection's runtime fields and metrics URL, or None when it declares nothing."""
+        from llm_release.environments import TritonRuntime
+        from llm_release.provenance import runtime_reader
+
+        extra = extras(self.get_connection(self.triton_conn_id))
+        doc = {key: extra.get(f"runtime_{key}") for key in ("image", "trtllm_version", "gpu_arch")}
+        doc["metrics_url"] = extra.get("metrics_url")
+        doc = {k: v for k, v in doc.items() if v}
+        if not doc:
+            return None
+        declared = TritonRuntime.from_dict(doc, f"connection {self.triton_conn_id}")
+        return runtime_reader(self.client.base_url, metrics_url=declared.metrics_url, declared=declared)
+
     def test_connection(self) -> tuple[bool, str]:
         ok = self.client.is_live()
         return ok, "Triton is live" if ok else f"Triton at {self.client.base_url} is not live"

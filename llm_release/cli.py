@@ -213,7 +213,18 @@ def cmd_sync(args) -> int:
     options = SyncOptions(models=tuple(args.model) or None, version=args.version, keep_latest=args.keep_latest,
                           dry_run=args.dry_run)
     triton = TritonControl(args.triton_url, model_repository=args.repo_dir) if args.triton_url else None
-    report = run_sync(_store(args), Path(args.repo_dir), options, triton=triton)
+    runtime = None
+    declared = {k: v for k, v in (("image", args.runtime_image), ("trtllm_version", args.runtime_trtllm_version),
+                                  ("gpu_arch", args.runtime_gpu_arch), ("metrics_url", args.metrics_url)) if v}
+    if declared:
+        from llm_release.environments import TritonRuntime
+        from llm_release.provenance import runtime_reader
+
+        if not args.triton_url:
+            raise SpecError("--triton-url", "is needed to check provenance", "give the Triton the repository serves")
+        runtime_doc = TritonRuntime.from_dict(declared, "runtime")
+        runtime = runtime_reader(args.triton_url, metrics_url=runtime_doc.metrics_url, declared=runtime_doc)
+    report = run_sync(_store(args), Path(args.repo_dir), options, triton=triton, runtime=runtime)
     doc = report.to_dict()
     if args.report:
         Path(args.report).write_text(json.dumps(doc, indent=2))
@@ -617,6 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--keep-latest", type=int, default=3, help="retention: newest published versions per model")
     syn.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")
     syn.add_argument("--report", help="also write the report as JSON to this file")
+    syn.add_argument("--runtime-image", help="provenance gate: the tritonserver image the repository's Triton runs")
+    syn.add_argument("--runtime-trtllm-version", help="provenance gate: its TensorRT-LLM version")
+    syn.add_argument("--runtime-gpu-arch", help="provenance gate: its GPU architecture, e.g. sm90")
+    syn.add_argument("--metrics-url", help="provenance gate: Triton's metrics URL (no GPU there reads as cpu)")
     _store_options(syn)
     syn.set_defaults(func=cmd_sync)
 

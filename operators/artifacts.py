@@ -38,7 +38,17 @@ class PublishOperator(ReleaseOperator):
         else:
             self.log.info("%s v%s was already published to %s with these bytes (%s): nothing uploaded",
                           result.model, result.version, result.store, result.manifest_digest)
+        self._announce(context, result)
         return result.to_dict()
+
+    def _announce(self, context, result) -> None:
+        """Put what was published in the event of every asset this task updates (`outlets`), so
+        a DAG scheduled on the asset (release_published) knows which version to release."""
+        events = context.get("outlet_events")
+        for outlet in self.outlets or ():
+            if events is not None and type(outlet).__name__ == "Asset":
+                events[outlet].extra = {"model": result.model, "version": result.version,
+                                        "manifest_digest": result.manifest_digest, "store": result.store}
 
 
 def _sync_options(model, version, dry_run, keep_latest):
@@ -76,8 +86,9 @@ class _RegionOperator(ReleaseOperator):
 
         (target,) = parse_targets([self.target])
         store = store_for_source(target.source)
-        triton = TritonHook(triton_conn_id=target.triton_conn_id).get_conn() if target.triton_conn_id else None
-        return target, store, triton
+        hook = TritonHook(triton_conn_id=target.triton_conn_id) if target.triton_conn_id else None
+        self._runtime = hook.runtime() if hook else None  # the provenance gate, where the connection says
+        return target, store, hook.get_conn() if hook else None
 
     def _write_report(self, doc: dict, name: str) -> None:
         if not self.report_dir:
@@ -148,7 +159,8 @@ class ArtifactSyncOperator(_RegionOperator):
                       f" model {self.model}" if self.model else "", target.model_repository,
                       "dry run" if options.dry_run else "for real")
         listing = Listing.from_dict(self.listing) if self.listing else None
-        report = run_sync(store, target.model_repository, options, triton=triton, listing=listing, log=self.log)
+        report = run_sync(store, target.model_repository, options, triton=triton, listing=listing, log=self.log,
+                          runtime=self._runtime)
         doc = report.to_dict() | {"region": target.region}
         self._write_report(doc, f"sync-{target.region}-{self.model or 'all'}-{context['run_id']}.json")
         for model, versions in sorted(report.loaded.items()):

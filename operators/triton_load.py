@@ -4,6 +4,11 @@ Thin: arguments, one call into llm_release.triton_control, a result for XCom and
 the task log. Safe to retry: loading a set that is already loaded changes nothing. A model or
 version that is not in the repository fails at once (no retries); Triton being unreachable
 retries with backoff (llm_release_airflow.retry_policy).
+
+Given `runtime` (what this Triton runs: image, trtllm_version, gpu_arch, metrics_url, as in an
+environment's `triton.runtime`), the version's metadata.json is checked against it first
+(llm_release.provenance): an engine built for another runtime fails at once, before Triton is
+asked to load it.
 """
 
 from __future__ import annotations
@@ -31,14 +36,18 @@ class TritonLoadOperator(ReleaseOperator):
     :param load_timeout: seconds to wait for READY.
     :param topology: "versions" (version directories of one model) or "model_per_release"
         (TensorRT-LLM: release N is the model ``<model>_r<N>``).
+    :param runtime: what this Triton runs, for the provenance gate: a dict with any of image,
+        trtllm_version, gpu_arch, metrics_url (None: not checked). Needs the connection's
+        model_repository, where the version's metadata.json is read.
     :param triton_conn_id: connection of type ``triton``.
     """
 
-    template_fields: Sequence[str] = ("model", "version", "keep_serving", "probe", "topology")
+    template_fields: Sequence[str] = ("model", "version", "keep_serving", "probe", "topology", "runtime")
     ui_color = "#76b900"
 
     def __init__(self, *, model: str, version, keep_serving=True, probe=True, load_timeout: float = 600.0,
-                 topology: str = "versions", triton_conn_id: str = "triton_default", **kwargs):
+                 topology: str = "versions", runtime: dict | None = None, triton_conn_id: str = "triton_default",
+                 **kwargs):
         super().__init__(**kwargs)
         self.model = model
         self.version = version
@@ -46,6 +55,7 @@ class TritonLoadOperator(ReleaseOperator):
         self.probe = probe
         self.load_timeout = load_timeout
         self.topology = topology
+        self.runtime = runtime
         self.triton_conn_id = triton_conn_id
 
     @cached_property
@@ -55,15 +65,21 @@ class TritonLoadOperator(ReleaseOperator):
         return TritonHook(triton_conn_id=self.triton_conn_id)
 
     def execute(self, context) -> dict:
+        from llm_release.environments import TritonRuntime
         from llm_release.errors import SpecError
-        from llm_release.serving import ModelPerRelease
+        from llm_release.provenance import runtime_reader
+        from llm_release.serving import ModelPerRelease, PlainVersions
         from llm_release.versions import parse_version
 
         version = parse_version(self.version)
         triton = self.hook.get_conn()
+        runtime = self.hook.runtime()  # the connection's runtime fields, when it has any
+        if self.runtime:
+            declared = TritonRuntime.from_dict(self.runtime, "runtime")
+            runtime = runtime_reader(triton.base_url, metrics_url=declared.metrics_url, declared=declared)
         started = time.monotonic()
         if self.topology == "model_per_release":
-            served = ModelPerRelease(triton)
+            served = ModelPerRelease(triton, runtime=runtime)
             name = served.name(self.model, version)
             serving = served.ready_versions(self.model)
             self.log.info("Loading %s beside %s", name, _versions(serving))
@@ -79,6 +95,7 @@ class TritonLoadOperator(ReleaseOperator):
         if self.topology != "versions":
             raise SpecError("topology", f"{self.topology!r} is not supported here",
                             "use versions or model_per_release (a deployment per version loads on its own Triton)")
+        PlainVersions(triton, runtime=runtime).check_provenance(triton, self.model, version)
         serving = triton.ready_versions(self.model)
         wanted = sorted(set(serving) | {version}) if _as_bool(self.keep_serving) else [version]
         self.log.info("Loading %s versions %s (serving now: %s)", self.model, wanted, _versions(serving))

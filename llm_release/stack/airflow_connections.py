@@ -101,6 +101,7 @@ def connections_for(state: dict, *, s3_keys: tuple[str, str, str]) -> dict[str, 
             "port": ports["triton_http"],
             "schema": "http",
             "extra": {"model_repository": state["model_repository"], "network_timeout": 600,
+                      "grpc_url": comps["triton"]["grpc_url"], "metrics_url": comps["triton"]["metrics_url"],
                       "no_gpu_reason": "local stack: Triton on CPU (--allow-gpu-metrics=false)"},
         },
         GATEWAY_CONN_ID: {

@@ -296,7 +296,10 @@ def local_environments(state: dict) -> list[dict]:
     comps, ports = state["components"], state["ports"]
     base = {
         "region": "local",
-        "triton": {"url": comps["triton"]["url"], "topology": "versions", "model_repository": state["model_repository"]},
+        # The runtime is read from Triton's metrics ("cpu": no GPU there), so every load here
+        # passes the provenance gate the way a GPU environment's does.
+        "triton": {"url": comps["triton"]["url"], "topology": "versions", "model_repository": state["model_repository"],
+                   "grpc_url": comps["triton"]["grpc_url"], "runtime": {"metrics_url": comps["triton"]["metrics_url"]}},
         "router": {"kind": "envoy", "admin_url": comps["envoy"]["admin_url"], "xds_dir": comps["envoy"]["xds_dir"],
                    "shadow_listener": f"127.0.0.1:{ports['envoy_shadow']}"},
         "prometheus_url": comps["prometheus"]["url"],
