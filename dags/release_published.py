@@ -39,19 +39,13 @@ with DAG(
 
         from airflow.sdk import Variable
 
+        from llm_release.build.nightly import releases_from_events
+
         raw = Variable.get("llm_release_nightly", default=None)
         settings = (json.loads(raw) if isinstance(raw, str) else raw) or {}
         environment = settings.get("release_environment") or "staging"
-        out, seen = [], set()
-        for events in (triggering_asset_events or {}).values():
-            for event in events:
-                extra = event.extra or {}
-                key = (extra.get("model"), extra.get("version"))
-                if None in key or key in seen:
-                    continue
-                seen.add(key)
-                out.append({"model": key[0], "version": int(key[1]), "environment": environment,
-                            "artifact_digest": extra.get("manifest_digest")})
+        extras = [event.extra for events in (triggering_asset_events or {}).values() for event in events]
+        out = releases_from_events(extras, environment)
         logging.getLogger("airflow.task").info("Releasing to %s: %s", environment,
                                                ", ".join(f"{c['model']} v{c['version']}" for c in out) or "nothing")
         return out

@@ -37,6 +37,8 @@ class ServedVersions(abc.ABC):
         """Refuse (ProvenanceMismatch) an installed engine this runtime cannot run; no-op without a runtime."""
         runtime = resolve(runtime if runtime is not None else self.runtime)
         if runtime is not None:
+            # A version that is not installed gets the load's own message, not the gate's.
+            triton.require_version_dirs(triton_model, [triton_version])
             check_installed(triton.model_repository, triton_model, triton_version, runtime)
 
     @abc.abstractmethod

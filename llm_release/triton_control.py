@@ -139,7 +139,7 @@ class TritonControl:
         version beside the serving one, name both. Loading what is loaded changes nothing.
         """
         versions = _check_versions(versions)
-        self._check_version_dirs(model, versions)
+        self.require_version_dirs(model, versions)
         if self.ready_versions(model) == versions and config is None:
             return versions  # idempotent: already exactly this set
         base = dict(config or self.model_config(model))
@@ -157,7 +157,7 @@ class TritonControl:
         self.wait_ready(model, versions, timeout_s=5.0)
         return versions
 
-    def _check_version_dirs(self, model: str, versions: list[int]) -> None:
+    def require_version_dirs(self, model: str, versions: list[int]) -> None:
         """Where the repository is readable, refuse a missing version directory before loading."""
         if not self.model_repository:
             return

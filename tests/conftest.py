@@ -61,6 +61,30 @@ def engines(stack, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def s3_client(stack):
+    """boto3 on the stack's S3 (moto), with the credentials its Airflow connection holds."""
+    import json
+
+    import boto3
+
+    conn = json.loads(Path(stack["connections"]["json"]).read_text())["llm_artifacts_s3"]
+    return boto3.client("s3", endpoint_url=conn["extra"]["endpoint_url"], region_name=conn["extra"]["region_name"],
+                        aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"])
+
+
+@pytest.fixture()
+def s3_store(s3_client):
+    """An artifact store in a bucket of its own, so tests never see each other's versions."""
+    import uuid
+
+    from llm_release.artifacts.stores.s3 import S3Store
+
+    bucket = f"artifacts-{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(Bucket=bucket)
+    return S3Store(s3_client, bucket, prefix="engines")
+
+
+@pytest.fixture(scope="session")
 def triton(stack):
     from llm_release.triton_control import TritonControl
 

@@ -265,3 +265,22 @@ def _list_of(name: str, raw: Any, kind: type) -> tuple:
     if len(set(raw)) != len(raw):
         raise SpecError(name, f"{raw!r} lists a value twice", "list each value once")
     return tuple(raw)
+
+
+def releases_from_events(extras: list[dict], environment: str) -> list[dict]:
+    """Release configs (the `release` DAG's params) for published engines, one per model and
+    version, from the extras of the asset events the nightly's publish task emitted. Events
+    without a model and version (written by something else) are skipped."""
+    out, seen = [], set()
+    for extra in extras:
+        model, version = (extra or {}).get("model"), (extra or {}).get("version")
+        if not isinstance(model, str) or isinstance(version, bool) or not isinstance(version, int):
+            continue
+        if (model, version) in seen:
+            continue
+        seen.add((model, version))
+        config = {"model": model, "version": version, "environment": environment}
+        if extra.get("manifest_digest"):
+            config["artifact_digest"] = extra["manifest_digest"]
+        out.append(config)
+    return out

@@ -1,17 +1,23 @@
 """The command plan of a TensorRT-LLM engine build: which scripts run, with which argv.
 
-Target: TensorRT-LLM 1.0.0 as shipped in `nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3`
+Target: TensorRT-LLM 1.0.0 (tag v1.0.0, commit ae8270b7, the tensorrt_llm submodule pin of
+tensorrtllm_backend v1.0.0) as shipped in `nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3`
 (docker/build/Dockerfile's default TRITON_TAG=25.10; 25.09 ships the same 1.0.0). Every flag
-emitted here was checked against that release's sources (docs/builds.md, "Where each flag was
-checked"):
+emitted here was checked against the sources of that line, the stored versions around
+the tag (docs/builds.md, "Where each flag was checked", has the commits):
 
 - tensorrt_llm/commands/build.py (`trtllm-build`): --checkpoint_dir, --output_dir,
   --max_batch_size, --max_input_len, --max_seq_len, --max_num_tokens, --kv_cache_type
-  (parsed by enum name: continuous|paged|disabled), --workers, --log_level.
+  (KVCacheType parsed case-insensitively: continuous|paged|disabled), --workers, --log_level.
 - tensorrt_llm/plugin/plugin.py (add_plugin_argument): --gpt_attention_plugin
   {auto,float16,float32,bfloat16,int32,disable}, --gemm_plugin
   {auto,float16,float32,bfloat16,int32,fp8,nvfp4,disable}, and enable|disable for
   --remove_input_padding, --context_fmha, --use_paged_context_fmha.
+- tensorrt_llm/builder.py (build): paged context FMHA does not work with an INT8 KV cache, nor
+  with an FP8 KV cache unless the weights are FP8 (the "fp8 quantization workflow"); depending
+  on the release trtllm-build either refuses or silently turns it off. We emit `disable` for
+  those engines, so the argv says what the engine is. On SM 100-119 it refuses INT8/INT4
+  weights, SmoothQuant and an INT8 KV cache (check_gpu_arch refuses them first).
 - examples/models/core/{llama,qwen}/convert_checkpoint.py: --model_dir, --output_dir, --dtype
   {auto,float16,bfloat16,float32}, --tp_size, --pp_size, --use_weight_only,
   --weight_only_precision {int8,int4,...}. Mistral and Mixtral use the llama converter.
@@ -72,6 +78,10 @@ CALIB_SIZE = 512
 #: Minimum SM per precision / KV dtype: bf16 needs Ampere (sm80), fp8 Ada or Hopper (sm89).
 _MIN_SM = {"bf16": 80, "fp8": 89}
 _MIN_SM_KV = {"fp8": 89}
+#: SM 100-119 (Blackwell datacenter): trtllm-build refuses INT8/INT4 weights (weight-only and
+#: AWQ), SmoothQuant and an INT8 KV cache there (tensorrt_llm/builder.py, build()).
+_NO_INT_SM = range(100, 120)
+_NOT_ON_NO_INT_SM = ("int8", "int4_wo", "int4_awq", "int8_sq")
 #: Where the plan writes inside its work directory.
 CHECKPOINT_SUBDIR = "tllm_checkpoint"
 ENGINE_SUBDIR = "engine"
@@ -245,9 +255,8 @@ def plan_commands(request: TrtllmBuildRequest, *, work_dir: str | None = None) -
 
 def trtllm_build_argv(params: BuildParams, checkpoint_dir: str, output_dir: str) -> list[str]:
     """`trtllm-build` with every flag explicit (defaults change between releases)."""
-    # fp32 has no fused context attention; paged context FMHA needs both FMHA and a paged cache.
+    # fp32 has no fused context attention.
     fmha = params.precision != "fp32"
-    paged_fmha = fmha and params.kv_cache_type == "paged"
     argv = ["trtllm-build", "--checkpoint_dir", checkpoint_dir, "--output_dir", output_dir,
             "--max_batch_size", str(params.max_batch_size),
             "--max_input_len", str(params.max_input_len),
@@ -260,10 +269,23 @@ def trtllm_build_argv(params: BuildParams, checkpoint_dir: str, output_dir: str)
              "--gemm_plugin", "auto",
              "--remove_input_padding", "enable",
              "--context_fmha", "enable" if fmha else "disable",
-             "--use_paged_context_fmha", "enable" if paged_fmha else "disable",
+             "--use_paged_context_fmha", "enable" if paged_context_fmha(params) else "disable",
              "--workers", str(params.world_size),
              "--log_level", "info"]
     return argv
+
+
+def paged_context_fmha(params: BuildParams) -> bool:
+    """Whether the engine gets paged context FMHA (what KV cache reuse and chunked context need).
+
+    It needs context FMHA and a paged cache, and TensorRT-LLM's builder refuses it (or turns it
+    off with a warning) for an INT8 KV cache and for an FP8 KV cache under non-FP8 weights.
+    """
+    if params.precision == "fp32" or params.kv_cache_type != "paged":
+        return False
+    if params.kv_cache_dtype == "int8":
+        return False
+    return params.kv_cache_dtype != "fp8" or params.precision == "fp8"
 
 
 def sm_number(gpu_arch: str) -> int:
@@ -284,3 +306,10 @@ def check_gpu_arch(params: BuildParams, gpu_arch: str) -> None:
     if need and sm < need:
         raise SpecError("kv_cache_dtype", f"{params.kv_cache_dtype} KV cache needs sm{need} or "
                         f"newer; this pod's GPU is {gpu_arch}", "use int8 or unset it")
+    if sm in _NO_INT_SM and params.precision in _NOT_ON_NO_INT_SM:
+        raise SpecError("precision", f"{params.precision} is an INT8/INT4 format, which "
+                        f"TensorRT-LLM's engine builder refuses on {gpu_arch}",
+                        "use fp8, bf16 or fp16 on this GPU")
+    if sm in _NO_INT_SM and params.kv_cache_dtype == "int8":
+        raise SpecError("kv_cache_dtype", f"an int8 KV cache is refused by TensorRT-LLM's "
+                        f"engine builder on {gpu_arch}", "use fp8 or unset it")

@@ -34,13 +34,8 @@ LIMITS_TONIGHT = {"max_batch_size": 4, "max_input_len": 256, "max_seq_len": 512}
 
 
 @pytest.fixture(scope="module")
-def store(stack):
-    import boto3
-
-    conn = json.loads(open(stack["connections"]["json"]).read())["llm_artifacts_s3"]
-    client = boto3.client("s3", endpoint_url=conn["extra"]["endpoint_url"], region_name=conn["extra"]["region_name"],
-                          aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"])
-    return S3Store(client, ARTIFACT_BUCKET, ARTIFACT_PREFIX)
+def store(s3_client):
+    return S3Store(s3_client, ARTIFACT_BUCKET, ARTIFACT_PREFIX)  # where the nightly Variable publishes
 
 
 @pytest.fixture(scope="module")

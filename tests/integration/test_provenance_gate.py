@@ -9,13 +9,10 @@ load them happily on this CPU, which is what makes "not READY" prove the gate st
 from __future__ import annotations
 
 import dataclasses
-import json
-import uuid
 
 import pytest
 
 from llm_release.artifacts.publish import publish_engine
-from llm_release.artifacts.stores.s3 import S3Store
 from llm_release.artifacts.sync import FAILED, INSTALL, SyncOptions, raise_for_report, run_sync
 from llm_release.environments import EnvironmentSet
 from llm_release.errors import ArtifactError, ProvenanceMismatch, TritonError, is_permanent
@@ -52,15 +49,8 @@ def build(tmp_path_factory):
 
 
 @pytest.fixture()
-def store(stack):
-    import boto3
-
-    conn = json.loads(open(stack["connections"]["json"]).read())["llm_artifacts_s3"]
-    client = boto3.client("s3", endpoint_url=conn["extra"]["endpoint_url"], region_name=conn["extra"]["region_name"],
-                          aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"])
-    bucket = f"provenance-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
-    return S3Store(client, bucket, prefix="engines")
+def store(s3_store):
+    return s3_store
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 
 from llm_release.artifacts.manifest import Manifest
 from llm_release.artifacts.publish import publish_engine
-from llm_release.artifacts.stores.s3 import S3Store
 from llm_release.artifacts.sync import CONFLICT, FAILED, INSTALL, KEEP, REMOVE, UNCHANGED, SyncOptions, raise_for_report, run_sync
 from llm_release.errors import ArtifactError, ArtifactImmutable
 from llm_release.model_repo import install_version, installed_versions
@@ -17,20 +15,9 @@ from llm_release.model_repo import install_version, installed_versions
 PARAMS = {"precision": "fp32", "max_batch_size": 4, "max_input_len": 32, "max_seq_len": 64}
 
 
-@pytest.fixture(scope="module")
-def s3_client(stack):
-    import boto3
-
-    conn = json.loads(open(stack["connections"]["json"]).read())["llm_artifacts_s3"]
-    return boto3.client("s3", endpoint_url=conn["extra"]["endpoint_url"], region_name=conn["extra"]["region_name"],
-                        aws_access_key_id=conn["login"], aws_secret_access_key=conn["password"])
-
-
 @pytest.fixture()
-def store(s3_client):
-    bucket = f"artifacts-{uuid.uuid4().hex[:10]}"
-    s3_client.create_bucket(Bucket=bucket)
-    return S3Store(s3_client, bucket, prefix="engines")
+def store(s3_store):
+    return s3_store
 
 
 @pytest.fixture(scope="module")

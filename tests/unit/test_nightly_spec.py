@@ -75,3 +75,17 @@ def test_build_inputs_ignore_unset_optional_fields_but_see_every_real_change():
         build_inputs(checkpoint_digest=digest, params=params, builder="reference", image="repo@sha256:" + "c" * 64),
     ]
     assert len({inputs_digest(x) for x in changed + [same]}) == 5
+
+
+def test_published_engines_become_one_release_each_and_foreign_events_are_skipped():
+    from llm_release.build.nightly import releases_from_events
+
+    digest = "sha256:" + "d" * 64
+    extras = [{"model": "llama", "version": 7, "manifest_digest": digest, "store": "s3://b/engines"},
+              {"model": "llama", "version": 7, "manifest_digest": digest},  # the same engine announced twice
+              {"model": "qwen", "version": 2},
+              {"note": "written by another producer"}, None, {"model": "x", "version": "3"}]
+    assert releases_from_events(extras, "staging") == [
+        {"model": "llama", "version": 7, "environment": "staging", "artifact_digest": digest},
+        {"model": "qwen", "version": 2, "environment": "staging"},
+    ]

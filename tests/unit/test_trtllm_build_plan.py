@@ -1,7 +1,8 @@
 """The TensorRT-LLM command plan: exact argv per precision and parallelism, refusals by field.
 
-The expected argv are the flags of TensorRT-LLM 1.0.0 (docs/builds.md, "Where each flag was
-checked"): a change here is a change of what runs on the GPU, so every element is spelled out.
+The expected argv are the flags of TensorRT-LLM 1.0.0 (v1.0.0 = commit ae8270b7; docs/builds.md,
+"Where each flag was checked"): a change here is a change of what runs on the GPU, so every
+element is spelled out.
 """
 
 import pytest
@@ -91,6 +92,29 @@ def test_quantized_kv_cache_is_calibrated_by_modelopt(precision, kv, qformat, dt
     steps = plan_commands(request(params={"precision": precision, "kv_cache_dtype": kv},
                                   calib_dataset="/checkpoints/calib"), work_dir=WORK)
     assert steps[0] == Step("quantize", quantize(qformat, dtype, kv=kv))
+
+
+@pytest.mark.parametrize("precision, kv, paged_fmha", [
+    # The builder refuses (or silently drops) paged context FMHA with an INT8 KV cache, and with
+    # an FP8 KV cache unless the weights are FP8 too: the argv must say what the engine gets.
+    ("fp8", "fp8", "enable"),
+    ("fp16", "fp8", "disable"),
+    ("bf16", "int8", "disable"),
+    ("int8", "fp8", "disable"),
+    ("int4_awq", "fp8", "disable"),
+    ("int8_sq", "int8", "disable"),
+])
+def test_paged_context_fmha_only_where_the_kv_cache_dtype_allows_it(precision, kv, paged_fmha):
+    steps = plan_commands(request(params={"precision": precision, "kv_cache_dtype": kv},
+                                  calib_dataset="/checkpoints/calib"), work_dir=WORK)
+    assert steps[1].argv == build_tail(paged_fmha=paged_fmha)
+
+
+@pytest.mark.parametrize("precision", ["fp8", "int8_sq", "int4_awq"])
+def test_calibrated_weights_without_kv_quantization_keep_paged_context_fmha(precision):
+    steps = plan_commands(request(params={"precision": precision},
+                                  calib_dataset="/checkpoints/calib"), work_dir=WORK)
+    assert steps[1].argv[steps[1].argv.index("--use_paged_context_fmha") + 1] == "enable"
 
 
 @pytest.mark.parametrize("tp, pp", [(2, 1), (1, 2), (4, 2), (3, 1)])
@@ -200,6 +224,12 @@ def test_missing_field_named():
     ({"precision": "fp8"}, "sm80", "precision"),
     ({"precision": "bf16"}, "sm75", "precision"),
     ({"kv_cache_dtype": "fp8"}, "sm86", "kv_cache_dtype"),
+    # trtllm-build refuses INT8/INT4 weights, SmoothQuant and an INT8 KV cache on SM 100-119.
+    ({"precision": "int8"}, "sm100", "precision"),
+    ({"precision": "int4_wo"}, "sm100", "precision"),
+    ({"precision": "int4_awq"}, "sm103", "precision"),
+    ({"precision": "int8_sq"}, "sm100", "precision"),
+    ({"precision": "fp16", "kv_cache_dtype": "int8"}, "sm100", "kv_cache_dtype"),
 ])
 def test_gpu_arch_refusals(params, arch, field):
     with pytest.raises(SpecError) as err:
@@ -212,6 +242,10 @@ def test_gpu_arch_refusals(params, arch, field):
     ({"precision": "fp8"}, "sm90"),
     ({"precision": "bf16"}, "sm80"),
     ({"precision": "int8_sq"}, "sm75"),
+    ({"precision": "fp8", "kv_cache_dtype": "fp8"}, "sm100"),
+    ({"precision": "bf16"}, "sm100"),
+    ({"precision": "int8"}, "sm120"),
+    ({"precision": "int4_awq"}, "sm90"),
 ])
 def test_gpu_arch_accepts(params, arch):
     check_gpu_arch(BuildParams(**{**PARAMS, **params}), arch)
