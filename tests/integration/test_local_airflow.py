@@ -206,6 +206,18 @@ def approval_model(stack, engines, triton, router):
         triton.unload_versions(APPROVAL_MODEL, triton.ready_versions(APPROVAL_MODEL) or [1])
 
 
+def failed_tasks(api, dag_id: str, run_id: str, tasks: dict) -> str:
+    """Every task's state, and the log tail of each that did not succeed (for a failure report)."""
+    lines = [" ".join(f"{k}={t['state']}" for k, t in tasks.items())]
+    for key, ti in tasks.items():
+        if ti["state"] == "failed" and ti.get("try_number"):
+            try:
+                lines.append(f"--- {key} (failed):\n{api.log(dag_id, run_id, ti)[-1500:]}")
+            except Exception as exc:  # noqa: BLE001 - a report, never a second failure
+                lines.append(f"--- {key} (failed): log unreadable: {exc}")
+    return "\n".join(lines)
+
+
 def production_release(local_airflow, stack, router, answer=None, **conf):
     """Trigger a production release of v2 under live load; answer its approval (or not); wait for the end."""
     from llm_release.loadgen import SteadyLoad
@@ -235,7 +247,7 @@ def test_a_production_release_waits_for_approval_and_is_promoted_when_approved(l
 
     api, run_id, run, request = production_release(local_airflow, stack, router, answer="Approve")
     tasks = api.tasks("release", run_id)
-    assert run["state"] == "success", {k: t["state"] for k, t in tasks.items()}
+    assert run["state"] == "success", failed_tasks(api, "release", run_id, tasks)
     assert "PASS" in request["body"] and "v1 100%" in request["body"]  # the evidence, and what a rejection restores
     assert request["options"] == ["Approve", "Reject"]
     assert router.get_state(APPROVAL_MODEL) == RoutingState(APPROVAL_MODEL, {2: 100})

@@ -48,7 +48,10 @@ def stable_v1(stack, store, triton, router, tmp_path_factory):
     install_version(engine, stack["model_repository"], model_name=MODEL, version=1)
     triton.load_versions(MODEL, [1])
     router.apply(RoutingState(MODEL, {1: 100}))
-    return engine
+    try:
+        yield engine
+    finally:  # the session's Triton serves the other modules' models alone again
+        triton.unload_versions(MODEL, triton.ready_versions(MODEL) or [1])
 
 
 def nightly(airflow_env, stack, **conf):
