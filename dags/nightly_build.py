@@ -83,7 +83,7 @@ with DAG(
         "perf_gates": Param({}, type="object", title="Perf regression gates",
                             description="Max regression percent per metric, e.g. {\"ttft_p95_ms\": 25, "
                                         "\"output_tokens_per_s\": 15} (percent), null turns one off; empty: the "
-                                        "defaults (docs/quality.md)"),
+                                        "Variable's, else the defaults (docs/quality.md)"),
         "force": Param(False, type="boolean", title="Force",
                        description="Build even when the inputs match the newest published version"),
         "dry_run": Param(False, type="boolean", title="Dry run",
@@ -125,7 +125,7 @@ with DAG(
                   "test_environment": params["test_environment"] or base.get("test_environment") or "staging",
                   "golden_suite": params["golden_suite"], "perf_concurrencies": params["perf_concurrencies"],
                   "perf_requests_per_level": params["perf_requests_per_level"],
-                  "perf_gates": params["perf_gates"], "report_dir": f"{spec.work_dir}/reports/{dag_run.run_id}",
+                  "perf_gates": params["perf_gates"] or base.get("perf_gates") or {}, "report_dir": f"{spec.work_dir}/reports/{dag_run.run_id}",
                   "pod": base.get("pod") or {}, "trtllm": base.get("trtllm") or {}}
         ti.xcom_push(key="config", value=config)
         todo = [p.to_dict() for p in plans if p.action == "build"]
