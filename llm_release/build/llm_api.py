@@ -13,9 +13,10 @@ What it cannot do is quantize: the LLM API reads checkpoints that are already qu
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import secrets
+import shutil
 from pathlib import Path
 
 import yaml
@@ -26,6 +27,7 @@ from llm_release.errors import SpecError
 from llm_release.fsutil import fsync_dir
 from llm_release.metadata import (EngineMetadata, check_model_name, check_version, hash_engine_files, read_metadata,
                                   utc_now, write_metadata)
+from llm_release.model_repo import TRITON_CONFIG_FILE
 
 BUILDER = "llm-api"
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -60,6 +62,23 @@ def llm_api_config(params: BuildParams) -> dict:
     return config
 
 
+def llm_api_triton_config(model_name: str) -> dict:
+    """The Triton config of an LLM-API release: tensorrtllm_backend's `llmapi` Python model,
+    decoupled (it streams), batching left to the LLM API's own scheduler (max_batch_size 0),
+    one instance per model (the LLM API spreads itself over the GPUs tp x pp names)."""
+    return {
+        "name": model_name,
+        "backend": "python",
+        "max_batch_size": 0,
+        "input": [{"name": "text_input", "data_type": "TYPE_STRING", "dims": [1]},
+                  {"name": "max_tokens", "data_type": "TYPE_INT32", "dims": [1], "optional": True},
+                  {"name": "stream", "data_type": "TYPE_BOOL", "dims": [1], "optional": True}],
+        "output": [{"name": "text_output", "data_type": "TYPE_STRING", "dims": [-1]}],
+        "model_transaction_policy": {"decoupled": True},
+        "instance_group": [{"kind": "KIND_MODEL", "count": 1}],
+    }
+
+
 def package_llm_api_release(checkpoint, out_dir, params: BuildParams, *, model_name: str, version: int,
                             image: str | None = None) -> EngineMetadata:
     """Copy the checkpoint and write model.yaml + metadata.json into out_dir, atomically.
@@ -87,6 +106,9 @@ def package_llm_api_release(checkpoint, out_dir, params: BuildParams, *, model_n
     try:
         shutil.copytree(source, tmp / CHECKPOINT_DIR, symlinks=False)
         (tmp / MODEL_YAML).write_text(config_text, encoding="utf-8")
+        # What the model repository's config.pbtxt is made from at install (llm_release.model_repo).
+        (tmp / TRITON_CONFIG_FILE).write_text(json.dumps(llm_api_triton_config(model_name), indent=2, sort_keys=True)
+                                              + "\n", encoding="utf-8")
         meta = EngineMetadata(
             model=model_name, version=version, precision=params.precision, max_batch_size=params.max_batch_size,
             max_input_len=params.max_input_len, max_seq_len=params.max_seq_len, tp_size=params.tp_size,

@@ -52,6 +52,13 @@ def test_an_llm_api_release_is_packaged_published_and_synced_like_an_engine(stor
     assert not report.failed, report.summary()
     installed = verify_engine(repo / "chat_lm" / "3")
     assert installed.files == meta.files
+    # the model directory's config.pbtxt is a valid Triton config of a decoupled Python model
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse((repo / "chat_lm" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert (config.name, config.backend, config.max_batch_size) == ("chat_lm", "python", 0)
+    assert config.model_transaction_policy.decoupled
     check_provenance(installed, RuntimeInfo(image=None, trtllm_version=None, gpu_arch="sm90"))  # any GPU
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from llm_release.environments import EnvironmentSet, TritonRuntime
-from llm_release.errors import ProvenanceMismatch, SpecError, is_permanent
+from llm_release.errors import ModelNotFound, ProvenanceMismatch, SpecError, is_permanent
 from llm_release.metadata import EngineMetadata, write_metadata
 from llm_release.provenance import (RuntimeInfo, check_declared, check_provenance, image_identity,
                                     normalize_gpu_arch)
@@ -185,9 +185,9 @@ def test_a_gate_that_cannot_read_the_repository_refuses(tmp_path):
         served.load("llama", 4)
     assert err.value.field == "triton.model_repository"
     unknown = PlainVersions(TritonControl(NOWHERE, model_repository=str(tmp_path)), runtime=H100)
-    with pytest.raises(SpecError) as err:
-        unknown.load("llama", 4)  # not installed: no metadata.json to judge by
-    assert "not installed" in str(err.value)
+    with pytest.raises(ModelNotFound) as err:
+        unknown.load("llama", 4)  # not installed: the load's own message, before the gate reads anything
+    assert "llama: no version directory for [4]" in str(err.value) and "install the engine first" in str(err.value)
 
 
 def test_a_release_with_no_compiled_engine_runs_on_any_gpu_but_still_in_its_image():
