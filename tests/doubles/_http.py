@@ -49,6 +49,10 @@ class ThreadedDouble:
                          name=self.thread_name, daemon=True).start()
         return self
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
     def stop(self) -> None:
         if self._server:
             self._server.shutdown()

@@ -455,10 +455,6 @@ class KubernetesApiDouble(ThreadedDouble):
     def handler(self):
         return _Handler
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
     # -- test controls --------------------------------------------------------------------------------------
     def edit_between_get_and_put(self, plural: str, name: str, change, times: int = 1) -> None:
         """Right after each of the next `times` GETs of the object, another client changes it

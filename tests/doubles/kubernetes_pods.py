@@ -389,10 +389,6 @@ class KubernetesPodsDouble(ThreadedDouble):
     def handler(self):
         return _Handler
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
     def kubeconfig(self, namespace: str = "default", token: str | None = None) -> dict:
         """A kubeconfig (as a dict) that points the official client at this double."""
         return {"apiVersion": "v1", "kind": "Config", "current-context": "double",
