@@ -44,8 +44,9 @@ DEFAULTS: dict[str, Any] = {
     "errors": {"ratio": 3.0, "increase": 0.01},  # regression: 3x the baseline, or +1 point
     # regression: the canary's latency is the baseline's times `slowdown` (what share of requests
     # that puts above a baseline quantile's bucket bound is read from the baseline's histogram),
-    # and at least `increase` more of them above it
-    "latency": {"slowdown": 1.5, "increase": 0.02},
+    # and at least `increase` more of them above it; a slowdown also adds at least `min_added_ms`
+    # (a 1.5x slower 4 ms answer is jitter on a shared host, not something a client notices)
+    "latency": {"slowdown": 1.5, "increase": 0.02, "min_added_ms": 10.0},
     "min_requests_to_pass": 100,
     "min_requests_to_fail": 10,
     "min_baseline_requests": 20,
@@ -149,6 +150,7 @@ def _validate(doc: dict) -> None:
     _number(doc, "beta", w, low=0, high=0.5, open_low=True)
     _number(doc["errors"], "ratio", f"{w}.errors", low=1, high=1000, open_low=True)
     _number(doc["latency"], "slowdown", f"{w}.latency", low=1, high=1000, open_low=True)
+    _number(doc["latency"], "min_added_ms", f"{w}.latency", low=0, high=1e6)
     for family in ("errors", "latency"):
         _number(doc[family], "increase", f"{w}.{family}", low=0, high=0.5)
     for key in ("min_requests_to_pass", "min_requests_to_fail", "min_baseline_requests", "min_probes_to_pass",

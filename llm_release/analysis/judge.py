@@ -46,6 +46,7 @@ class CanaryJudge:
         self._baseline_latency: Histogram | None = None
         self._canary_latency: Histogram | None = None
         self._slowdown = float(c.doc["latency"]["slowdown"])
+        self._min_added_ms = float(c.doc["latency"]["min_added_ms"])
         self._probe_history = {which: {"canary": [], "baseline": []} for which in ("ttft", "itl")}
         self._not_ready_since: float | None = None
         self._restarts = 0.0
@@ -107,7 +108,7 @@ class CanaryJudge:
                     test = self.tests[name]
                     test.what = f"requests slower than the baseline's p{round(q * 100)} bucket ({edge:g} ms)"
                     reference = self._baseline_latency or b.latency_ms
-                    slowed = reference.fraction_at_or_below(edge / self._slowdown)
+                    slowed = reference.fraction_at_or_below(self._slowed_cut(edge))
                     at_edge = reference.fraction_at_or_below(edge)
                     gap = (at_edge - slowed) if slowed is not None and at_edge is not None else None
                     test.update_totals(_above(canary_all, edge), _above(base_all, edge), _above(c.latency_ms, edge),
@@ -115,6 +116,11 @@ class CanaryJudge:
                 self._baseline_latency, self._canary_latency = base_all, canary_all
         self._probe_compare("compare_ttft_p50", iv.canary_probes, iv.baseline_probes, "ttft")
         self._probe_compare("compare_itl_p50", iv.canary_probes, iv.baseline_probes, "itl")
+
+    def _slowed_cut(self, edge: float) -> float:
+        """The baseline values a regression would push above `edge`: those above this cut. A
+        regression makes every answer `slowdown` times slower and at least `min_added_ms` slower."""
+        return max(0.0, min(edge / self._slowdown, edge - self._min_added_ms))
 
     def _rate(self, name: str, events, samples, base_events, base_samples) -> None:
         if name in self.tests:
@@ -136,7 +142,8 @@ class CanaryJudge:
         if edge is None:
             return
         # What a baseline slowed down by the regression's factor would put above the bound.
-        gap = (sum(1 for v in reference if edge / self._slowdown < v <= edge)) / len(reference)
+        cut = self._slowed_cut(edge)
+        gap = (sum(1 for v in reference if cut < v <= edge)) / len(reference)
         test = self.tests[name]
         test.what = f"{COMPARISONS[name].split(' exceeds')[0]} above the baseline's median bucket ({edge:g} ms)"
         test.update_totals(_count_above(history["canary"], edge), _count_above(history["baseline"], edge),

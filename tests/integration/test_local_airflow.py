@@ -218,6 +218,18 @@ def failed_tasks(api, dag_id: str, run_id: str, tasks: dict) -> str:
     return "\n".join(lines)
 
 
+def wait_for_scheduler_report(stack, run_id: str, task_id: str, timeout_s: float = 120.0) -> None:
+    """Until the scheduler has processed the executor's report of `task_id`'s parked try."""
+    log = Path(stack["state_dir"]) / "airflow" / "logs" / "scheduler.log"
+    wanted = f"TaskInstance Finished: dag_id=release, task_id={task_id}, run_id={run_id},"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(wanted in line and "state=awaiting_input" in line for line in log.read_text().splitlines()):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the scheduler never reported {task_id}'s parked try of {run_id} in {log}")
+
+
 def production_release(local_airflow, stack, router, answer=None, **conf):
     """Trigger a production release of v2 under live load; answer its approval (or not); wait for the end."""
     from llm_release.loadgen import SteadyLoad
@@ -232,10 +244,12 @@ def production_release(local_airflow, stack, router, answer=None, **conf):
         api.wait_for_task("release", run_id, "approve", ("awaiting_input", "failed", "upstream_failed"), timeout_s=300)
     request = api.approval("release", run_id, "approve")
     if answer:
-        # A person answers seconds later, not in the same instant: an answer racing the executor's
-        # report of the parked try lets the scheduler mark the task failed ("state changed
-        # externally", Airflow 3.3's LocalExecutor), which is Airflow's race, not the release's.
-        time.sleep(5.0)
+        # A person answers after reading the evidence, not in the instant the task parks. Airflow
+        # 3.3's LocalExecutor reports the parked try's exit seconds later on a loaded host (5.6 s
+        # seen), and an answer arriving before that report lets the scheduler fail the resumed
+        # task ("state changed externally"): Airflow's race (docs/airflow.md), so the test answers
+        # once the scheduler has taken that report, as any person would have.
+        wait_for_scheduler_report(stack, run_id, "approve")
         api.answer("release", run_id, "approve", answer)
     run = api.wait("release", run_id, timeout_s=300)
     return api, run_id, run, request

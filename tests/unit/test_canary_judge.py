@@ -209,6 +209,31 @@ def test_slow_time_to_first_token_fails_the_probe_comparison():
     assert verdict.outcome is Outcome.FAIL
 
 
+def _ttft_verdict(canary_ms, baseline_ms, config, looks=200):
+    """Probes of a few milliseconds, the canary's `canary_ms - baseline_ms` slower: the judge's last word."""
+    rng = np.random.default_rng(3)
+    judge = CanaryJudge(config)
+    verdict = None
+    for i in range(looks):
+        iv = Interval(T0 + i, T0 + i + 1, counts(20), counts(20),
+                      canary_probes=(ProbeResult(True, ttft_ms=float(rng.uniform(0.5, 1.5) * canary_ms),
+                                                 itl_ms=(5, 6)),),
+                      baseline_probes=(ProbeResult(True, ttft_ms=float(rng.uniform(0.5, 1.5) * baseline_ms),
+                                                   itl_ms=(5, 6)),),
+                      health=Health(ready=True))
+        verdict = judge.observe(iv)
+    return verdict.check("compare_ttft_p50").outcome
+
+
+def test_a_few_milliseconds_on_a_millisecond_model_are_not_a_latency_regression():
+    # 6 ms against 4 ms is 1.5x slower: with no absolute floor that is the regression itself,
+    # while on a shared host it is scheduling jitter no client notices
+    config = {"disabled": {"gpu_headroom": "CPU"}}
+    assert _ttft_verdict(6.0, 4.0, config) is Outcome.PASS
+    assert _ttft_verdict(6.0, 4.0, {**config, "latency": {"min_added_ms": 0}}) is Outcome.FAIL
+    assert _ttft_verdict(40.0, 4.0, config) is Outcome.FAIL  # 36 ms slower is one
+
+
 def test_verdict_round_trips_and_reads_as_a_table():
     verdict = run(Scenario(VersionTruth(600, 0.3), STABLE))
     again = Verdict.from_dict(verdict.to_dict())
@@ -239,6 +264,7 @@ def test_counts_refuse_impossible_numbers():
 @pytest.mark.parametrize("overrides, field", [
     ({"alpha": 0}, "analysis.alpha"),
     ({"errors": {"ratio": 1}}, "analysis.errors.ratio"),
+    ({"latency": {"min_added_ms": -1}}, "analysis.latency.min_added_ms"),
     ({"gates": {"error_rate": {"max": 2}}}, "analysis.gates.error_rate.max"),
     ({"gates": {"nope": {}}}, "analysis.gates.nope"),
     ({"disabled": {"gpu_headroom": ""}}, "analysis.disabled.gpu_headroom"),
