@@ -105,9 +105,9 @@ GATEWAY = {
         "admin_url": _text("Envoy admin URL (envoy)",
                            "Envoy's admin API, used to read back what Envoy serves after every change.",
                            "http://llm-gateway-admin.serving.svc:9901"),
-        "xds_dir": _text("Envoy xDS directory (envoy)",
-                         "The directory Envoy watches for its route (RDS) and cluster (CDS) files; workers must be "
-                         "able to write it.", "/etc/envoy/xds"),
+        "control_plane_url": _text("Gateway control plane URL (envoy)",
+                                   "The control plane (xds_server) Envoy gets its routing from; workers send "
+                                   "routing changes to it.", "http://llm-gateway-xds.serving.svc:18090"),
         "upstream_host": _text("Triton host behind Envoy (envoy)",
                                "Host Envoy's version clusters send requests to.", "triton.serving.svc"),
         "upstream_port": _integer("Triton port behind Envoy (envoy)", "Triton's HTTP port as Envoy reaches it."),

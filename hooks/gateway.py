@@ -54,7 +54,7 @@ class GatewayHook(BaseHook):
     def _envoy(self, extra: dict):
         from llm_release.environments import RouterSpec, build_router
 
-        self._require(extra, "envoy", ("admin_url", "xds_dir", "upstream_port"))
+        self._require(extra, "envoy", ("admin_url", "control_plane_url", "upstream_port"))
         upstream = f"{extra.get('upstream_host') or '127.0.0.1'}:{self._port(extra, 'upstream_port')}"
         shadow = (f"{extra.get('shadow_host') or '127.0.0.1'}:{self._port(extra, 'shadow_port')}"
                   if extra.get("shadow_port") else None)
@@ -67,7 +67,7 @@ class GatewayHook(BaseHook):
             raise self._bad("backends", f"{extra.get('backends')!r} is not version -> [host, port]",
                             'write e.g. {"1": ["triton-v1.serving.svc", 8000]}') from exc
         # The Triton behind the gateway is stated here once, as the router's own upstream.
-        spec = RouterSpec.from_dict({"kind": "envoy", "admin_url": extra["admin_url"], "xds_dir": extra["xds_dir"],
+        spec = RouterSpec.from_dict({"kind": "envoy", "admin_url": extra["admin_url"], "control_plane_url": extra["control_plane_url"],
                                      "upstream": upstream, "shadow_listener": shadow},
                                     f"connection {self.gateway_conn_id}: extra")
         return spec, backends

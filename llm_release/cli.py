@@ -254,14 +254,15 @@ def _gateway(args):
         env = _environment(args)
         return env.router_instance(), env.served_versions()
     if args.envoy_admin:
-        if not (args.xds_dir and args.upstream):
-            raise SpecError("--xds-dir/--upstream", "are required with --envoy-admin", "give the xDS directory and Triton host:port")
-        spec = RouterSpec.from_dict({"kind": "envoy", "admin_url": args.envoy_admin, "xds_dir": args.xds_dir,
+        if not (args.control_plane and args.upstream):
+            raise SpecError("--control-plane/--upstream", "are required with --envoy-admin",
+                            "give the gateway control plane's URL and Triton host:port")
+        spec = RouterSpec.from_dict({"kind": "envoy", "admin_url": args.envoy_admin, "control_plane_url": args.control_plane,
                                      "upstream": args.upstream, "shadow_listener": args.shadow}, "--envoy-admin")
         return build_router(spec), TritonControl(args.triton_url) if args.triton_url else None
     state = LocalStack(args.state_dir).read_state()
     if not state:
-        raise SpecError("--state-dir", "no running stack there", "start one, or give --env, or --envoy-admin/--xds-dir/--upstream")
+        raise SpecError("--state-dir", "no running stack there", "start one, or give --env, or --envoy-admin/--control-plane/--upstream")
     return gateway_router(state), TritonControl(state["components"]["triton"]["url"])
 
 
@@ -645,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--model", required=name != "rollback")
         t.add_argument("--state-dir", help="a local stack's state directory (default: the default stack)")
         t.add_argument("--envoy-admin", help="Envoy admin URL (self-managed gateway)")
-        t.add_argument("--xds-dir", help="Envoy's xDS directory")
+        t.add_argument("--control-plane", help="the gateway control plane's URL (xds_server), e.g. http://127.0.0.1:18090")
         t.add_argument("--upstream", help="Triton host:port behind the gateway")
         t.add_argument("--shadow", help="the gateway's shadow listener host:port")
         t.add_argument("--triton-url", help="Triton HTTP URL for readiness checks")

@@ -10,7 +10,7 @@ readiness of `<m>_r<N>`, the same model the load step loaded.
 
 Specs come from a JSON document (the Airflow Variable `llm_release_environments` once its
 connection ids are resolved, or the file the local stack writes) and are validated eagerly:
-every error names the field, e.g. `environments[1] (production/eu).router.xds_dir: is missing`.
+every error names the field, e.g. `environments[1] (production/eu).router.control_plane_url: is missing`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 TOPOLOGIES = ("versions", "model_per_release", "deployment_per_version")
 ROUTER_KINDS = ("envoy", "istio", "gatewayapi")
 ROUTER_SETTINGS = {  # kind -> (required, optional)
-    "envoy": (("admin_url", "xds_dir"), ("upstream", "shadow_listener")),
+    "envoy": (("admin_url", "control_plane_url"), ("upstream", "shadow_listener")),
     "istio": (("namespace", "virtual_service", "service_host"), ("destination_rule", "kubeconfig", "context")),
     "gatewayapi": (("namespace", "http_route"), ("service_template", "shared_service", "kubeconfig", "context")),
 }
@@ -301,7 +301,7 @@ def build_router(spec: RouterSpec, *, topology: str = "versions", upstream: str 
         if not upstream:
             raise SpecError("router.upstream", "is missing", "give the Triton host:port Envoy forwards to")
         shadow = _host_port(settings["shadow_listener"], "router.shadow_listener") if settings.get("shadow_listener") else None
-        return EnvoyRouter(Path(settings["xds_dir"]), settings["admin_url"], _host_port(upstream, where),
+        return EnvoyRouter(settings["control_plane_url"], settings["admin_url"], _host_port(upstream, where),
                            topology=topology, shadow_listener=shadow,
                            backends={v: _host_port(b, f"triton.deployments[{v}]") for v, b in (backends or {}).items()})
     from llm_release.routing.kubernetes import api_client_from_environment

@@ -74,3 +74,21 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; 
   echo "$want" > "$STAMP"
   log "ready: $VENV"
 fi
+
+# The gateway's control plane (xds_server) runs from a venv of its own: the generated Envoy API
+# it needs ships top-level packages that would shadow ones the project's venv depends on.
+XDS_VENV="${LLM_RELEASE_XDS_VENV:-$ROOT/.venv-xds}"
+XDS_LOCK="$ROOT/requirements/xds-server.txt"
+XDS_STAMP="$XDS_VENV/.llm-release-lock"
+want_xds="$(sha256sum "$XDS_LOCK" | cut -d' ' -f1)"
+if [ ! -x "$XDS_VENV/bin/python" ] || [ "$(cat "$XDS_STAMP" 2>/dev/null)" != "$want_xds" ]; then
+  log "creating $XDS_VENV from requirements/xds-server.txt"
+  rm -rf "$XDS_VENV"
+  "$PYTHON" -m venv "$XDS_VENV"
+  XDS_PIPLOG="$XDS_VENV/bootstrap-pip.log"
+  if ! "$XDS_VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$XDS_LOCK" >>"$XDS_PIPLOG" 2>&1; then
+    tail -n 40 "$XDS_PIPLOG" >&2; log "pip install -r $XDS_LOCK failed (full log: $XDS_PIPLOG)"; exit 1
+  fi
+  echo "$want_xds" > "$XDS_STAMP"
+  log "ready: $XDS_VENV"
+fi

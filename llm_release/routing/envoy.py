@@ -1,15 +1,22 @@
 """Traffic routing between Triton model versions on an Envoy we run ourselves.
 
-Envoy reads its clusters (CDS) and routes (RDS) from files in a watched directory; writing a
-new file and renaming it into place changes routing live, with no restart and no dropped
-connection. After each change the router reads Envoy's admin API back and verifies that what
-Envoy serves is exactly what was asked.
+Envoy gets its routing from our control plane (the `xds_server` package) over incremental
+(delta) xDS: each model is one routing scope (`ScopedRouteConfiguration`) holding its route
+table, plus one cluster per version, and a change to one model sends Envoy that model's
+resources only, whatever the number of models on the gateway. Envoy picks the scope of a
+request by a hash lookup on its path (`/v2/models/<m>/...`: the 3rd and 4th path segments), so
+per request it walks one model's few routes, not every model's. The control plane answers a
+change once every connected Envoy has acknowledged it (or refused it, with Envoy's reason);
+the router then reads the model's scope back from Envoy's admin API and verifies that what Envoy
+serves is exactly what was asked. Why this mechanism and not files or runtime keys:
+docs/traffic.md.
 
 Per model, in order: pinned routes (`/v2/models/<m>/versions/<n>/...` always reaches n), header
-routes (A/B: `x-experiment: B` -> a version), then the weighted split of everything else.
-Each version has its own cluster `<model>_v<N>` (even when one Triton serves all versions),
-so the gateway counts responses per version: Triton's own failure counter misses errors the
-backend returns in a response.
+routes (A/B: `x-experiment: B` -> a version), the weighted split of everything else, and the
+model's other paths (metadata, readiness) straight to Triton. Each version has its own cluster
+`<model>_v<N>` (even when one Triton serves all versions), so the gateway counts responses per
+version: Triton's own failure counter misses errors the backend returns in a response. A model
+the gateway does not route answers 404; so does the repository (load/unload) API (403).
 
 How a split works: Envoy draws one random number per request and evaluates every route's
 `runtime_fraction` against that same number, so the routes carry *cumulative* fractions
@@ -25,15 +32,17 @@ Topologies:
 
 Shadow (mirror): Envoy sends the copy with the *primary's* rewritten path, so in the shared
 Triton topologies the copy goes to an internal "shadow" listener of the same Envoy, addressed by
-host `<model>.v<N>.shadow`, which rewrites it for version N. Copies are counted on their own
-clusters (`<model>_v<N>_shadow`); their answers are discarded by Envoy.
+host `<model>.v<N>.shadow`, which the model's scope rewrites for version N (the shadow listener
+shares the gateway's scopes; in `model_per_release` each release name has a small scope of its
+own for the copies that carry it). Copies are counted on their own clusters
+(`<model>_v<N>_shadow`); their answers are discarded by Envoy.
 
-Writers: one Envoy may be changed by several processes at once (two Airflow workers, the CLI
-beside a DAG). Every change reads routing-state.json, changes one model, rewrites the xDS files
-and verifies what Envoy serves, all under an exclusive `flock` on `routing.lock` in the xDS
-directory, so no writer loses another's update and none verifies while another rewrites. A
-writer waits for the lock at most `lock_timeout_s` (30 s by default), then raises RoutingError
-naming the lock file.
+Where the routing lives: in the control plane's store, nowhere else. A model's scope carries
+the router's record of it (known versions, topology, backends, forgotten versions) as metadata,
+so any host that reaches the control plane can change any model. Writers are serialised per
+model by the control plane: a change names the scope version it was computed from and is refused
+(412) if another writer changed the model in between, and the router then reads again and
+retries. Writers of different models never wait for each other.
 
 Forgetting a version (`forget`): its clusters, pinned route and shadow host are removed (routes
 first, then clusters, so no route ever names a missing cluster), and its pinned paths
@@ -43,88 +52,84 @@ Triton. A version that still receives traffic is refused. Routing it again bring
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
+from urllib.parse import quote
 
 import requests
 
 from llm_release.errors import RoutingError, SpecError
-from llm_release.fsutil import exclusive_lock, write_atomically
 from llm_release.routing.base import TrafficRouter
 from llm_release.routing.state import RoutingState
 
-ROUTE_CONFIG_NAME = "llm_gateway"
-SHADOW_ROUTE_CONFIG_NAME = "llm_shadow"
+CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+SCOPE_TYPE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
+SCOPED_ROUTES_NAME = "llm_models"
 PASSTHROUGH_CLUSTER = "triton"
 SHADOW_CLUSTER = "shadow_listener"
 TOPOLOGIES = ("versions", "model_per_release", "deployment_per_version")
 _ENDPOINTS = "infer|generate|generate_stream"
-LOCK_FILE = "routing.lock"
+#: Scopes every gateway has: Triton's health endpoints pass through, its repository API is refused.
+BASE_SCOPES = {("health", "ready"): "pass", ("health", "live"): "pass",
+               ("repository", "index"): "deny", ("repository", "models"): "deny"}
 LOG = logging.getLogger("llm_release.routing.envoy")
 
 
+def cluster_stem(model: str) -> str:
+    """The model's part of its cluster names: dots become `~` (not allowed in a model name).
+
+    Envoy's statistics tag a cluster's series with the name up to the first dot
+    (`cluster.<name>.upstream_rq_total`), so a dotted model's clusters (`llama-3.1_v2`) would be
+    counted under `llama-3` and the canary judge would never see their traffic."""
+    return model.replace(".", "~")
+
+
 def cluster_name(model: str, version: int, *, shadow: bool = False) -> str:
-    return f"{model}_v{version}" + ("_shadow" if shadow else "")
+    return f"{cluster_stem(model)}_v{version}" + ("_shadow" if shadow else "")
 
 
 def shadow_host(model: str, version: int) -> str:
     return f"{model}.v{version}.shadow"
 
 
-class EnvoyRouter(TrafficRouter):
-    """Routes for models on one Envoy, written as xDS files and verified on the admin API.
+def scope_name(model: str) -> str:
+    return f"models/{model}"
 
-    :param upstream: (host, port) of the Triton that serves every version (shared topologies).
-    :param backends: version -> (host, port), for `deployment_per_version`.
-    :param shadow_listener: (host, port) of this Envoy's internal shadow listener.
-    :param lock_timeout_s: how long a change waits for another writer of the same xDS directory.
+
+class EnvoyRouter(TrafficRouter):
+    """Routing on an Envoy fed by our control plane.
+
+    :param control_plane_url: the control plane's change API (`xds_server`, e.g. http://host:18090).
+    :param admin_url: Envoy's admin API, where every change is read back.
+    :param upstream: Triton's HTTP endpoint (shared topologies, and paths passed through).
+    :param shadow_listener: this Envoy's internal shadow listener (host, port), for mirrors.
+    :param timeout_s: how long a change may take to be acknowledged and seen in Envoy.
+    :param attempts: how often a change computed from a model's routing is retried when another
+        writer changed the model in between.
     """
 
     kind = "envoy"
 
-    def __init__(self, xds_dir: Path, admin_url: str, upstream: tuple[str, int], *, topology: str = "versions",
-                 backends: dict[int, tuple[str, int]] | None = None, shadow_listener: tuple[str, int] | None = None,
-                 timeout_s: float = 10.0, lock_timeout_s: float = 30.0):
+    def __init__(self, control_plane_url: str, admin_url: str, upstream: tuple[str, int], *,
+                 topology: str = "versions", backends: dict[int, tuple[str, int]] | None = None,
+                 shadow_listener: tuple[str, int] | None = None, timeout_s: float = 10.0, attempts: int = 20):
         if topology not in TOPOLOGIES:
             raise SpecError("topology", f"{topology!r} is not a known topology", f"use one of {', '.join(TOPOLOGIES)}")
-        self.xds_dir = Path(xds_dir)
+        self.control_plane_url = control_plane_url.rstrip("/")
         self.admin_url = admin_url.rstrip("/")
-        self.upstream = upstream
+        self.upstream = (str(upstream[0]), int(upstream[1]))
         self.topology = topology
         self.backends = backends or {}
         self.shadow_listener = shadow_listener
         self.timeout_s = timeout_s
-        self.lock_timeout_s = lock_timeout_s
-        self._state_file = self.xds_dir / "routing-state.json"
-        self.lock_file = self.xds_dir / LOCK_FILE
-
-    # -- desired state (ours) -------------------------------------------------------------
-    def _load(self) -> dict[str, dict]:
-        if not self._state_file.exists():
-            return {}
-        return json.loads(self._state_file.read_text())["models"]
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One writer of this xDS directory at a time, across processes (see the module docstring)."""
-        self.xds_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            with exclusive_lock(self.lock_file, timeout_s=self.lock_timeout_s):
-                yield
-        except TimeoutError as exc:
-            raise RoutingError(f"another writer has held the Envoy routing lock {self.lock_file} for more than "
-                               f"{self.lock_timeout_s:g} s; a change may be stuck: look for a hung llm-release "
-                               "process on this host, then retry") from exc
+        self.attempts = attempts
+        self._base_ready = False
 
     # -- TrafficRouter --------------------------------------------------------------------
     def get_state(self, model: str) -> RoutingState | None:
-        """Parsed from the routes Envoy serves now, not from our files."""
-        return parse_model_state(model, self._route_config_dump())
+        """Parsed from the scope Envoy serves now, not from the control plane's store."""
+        return parse_model_state(model, self._served_routes(model))
 
     def apply(self, state: RoutingState) -> RoutingState:
         if state.mirror_percent and self.topology != "deployment_per_version" and not self.shadow_listener:
@@ -134,11 +139,10 @@ class EnvoyRouter(TrafficRouter):
                    and v not in self.backends]
         if missing:
             raise SpecError("backends", f"no backend for versions {missing}", "give host:port for each version")
-        # Read, change, write and verify under the lock: a concurrent writer neither loses this
-        # change nor sees it verified against files it is rewriting.
-        with self._locked():
-            models = self._load()
-            entry = models.get(state.model, {"versions": []})
+        self._ensure_base()
+
+        def change(entry: dict | None) -> tuple[dict, set[str]]:
+            entry = dict(entry or {"versions": []})
             entry["versions"] = sorted(set(entry["versions"]) | _all_versions(state))
             entry["state"] = state.to_dict()
             # Topology and backends belong to the model: routers of different topologies can share
@@ -152,18 +156,19 @@ class EnvoyRouter(TrafficRouter):
                 entry["forgotten"] = forgotten
             else:
                 entry.pop("forgotten", None)
-            models[state.model] = entry
-            self._write(models)
-            applied = self.get_state(state.model)
-            if applied != state:
-                raise RoutingError(f"Envoy serves {applied.to_dict() if applied else None} for {state.model}, "
-                                   f"expected {state.to_dict()}")
-            return applied
+            return entry, set()
+
+        self._change_model(state.model, change)
+        applied = self._wait_served(state.model, lambda served: served == state)
+        if applied != state:
+            raise RoutingError(f"Envoy serves {applied.to_dict() if applied else None} for {state.model}, "
+                               f"expected {state.to_dict()}")
+        return applied
 
     def known_versions(self, model: str) -> set[int]:
         """Versions of `model` that have a cluster in Envoy now (routed once, not forgotten since)."""
-        own = re.compile(rf"^{re.escape(model)}_v([0-9]+)(_shadow)?$")
-        return {int(found.group(1)) for name in self._live_clusters() if (found := own.match(name))}
+        own = re.compile(rf"^{re.escape(cluster_stem(model))}_v([0-9]+)(_shadow)?$")
+        return {int(found.group(1)) for name in self._live_clusters(model) if (found := own.match(name))}
 
     def forget(self, model: str, version: int) -> RoutingState | None:
         """Remove `version`'s clusters, pinned route and shadow host; its pinned paths answer 404.
@@ -172,122 +177,161 @@ class EnvoyRouter(TrafficRouter):
         does not know is a no-op. Verified on the admin API; returns the model's routing.
         """
         version = _checked_version(version)
-        with self._locked():
-            models = self._load()
-            entry = models.get(model)
-            current = self.get_state(model)
+        current = self.get_state(model)
+        names = {cluster_name(model, version), cluster_name(model, version, shadow=True)}
+
+        def change(entry: dict | None) -> tuple[dict | None, set[str]]:
             written = RoutingState.from_dict(entry["state"]) if entry and entry.get("state") else None
             for routing, what in ((current, "Envoy serves"), (written, "the routing last written is")):
                 if routing is not None and version in routing.versions:
                     raise SpecError("version", f"{model} v{version} still receives traffic ({what} "
                                     f"{routing.describe()})", "move its traffic to other versions first "
                                     "(set_weights, switch, or drop its header route and mirror), then forget it")
-            names = {cluster_name(model, version), cluster_name(model, version, shadow=True)}
-            in_file = entry is not None and version in entry.get("versions", [])
-            if not in_file and not names & self._live_clusters():
-                LOG.info("%s: Envoy does not know v%d; nothing to forget", model, version)
-                return current
-            if entry is not None:
-                entry["versions"] = [v for v in entry["versions"] if v != version]
-                entry["forgotten"] = sorted(set(entry.get("forgotten", [])) | {version})
-            self._write(models, dropping=names)
-            self._verify_forgotten(model, version, current)
-            LOG.info("%s: Envoy forgot v%d (clusters %s removed); routing: %s", model, version,
-                     ", ".join(sorted(names)), current.describe() if current else "none")
+            if entry is None or version not in entry.get("versions", []):
+                return None, set()
+            entry = dict(entry)
+            entry["versions"] = [v for v in entry["versions"] if v != version]
+            entry["forgotten"] = sorted(set(entry.get("forgotten", [])) | {version})
+            return entry, names
+
+        if not self._change_model(model, change) and not names & self._live_clusters(model):
+            LOG.info("%s: Envoy does not know v%d; nothing to forget", model, version)
             return current
+        self._verify_forgotten(model, version, current)
+        LOG.info("%s: Envoy forgot v%d (clusters %s removed); routing: %s", model, version,
+                 ", ".join(sorted(names)), current.describe() if current else "none")
+        return current
 
     def _verify_forgotten(self, model: str, version: int, expected: RoutingState | None) -> None:
         names = {cluster_name(model, version), cluster_name(model, version, shadow=True)}
-        left = sorted(names & self._live_clusters())
-        doc = self._route_config_dump()
-        naming = [route.get("name") for route in doc.get("virtual_hosts", [{}])[0].get("routes", [])
-                  if route.get("name") == f"{model}-v{version}-pinned" or names & _clusters_named(route)]
-        applied = parse_model_state(model, doc)
-        if left or naming or applied != expected:
-            raise RoutingError(f"Envoy still knows {model} v{version} after forgetting it: clusters {left}, "
-                               f"routes {naming}; it serves {applied.to_dict() if applied else None}, expected "
-                               f"{expected.to_dict() if expected else None}")
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            left = sorted(names & self._live_clusters(model))
+            doc = self._served_routes(model)
+            naming = [route.get("name") for route in _main_vhost(doc).get("routes", [])
+                      if route.get("name") == f"{model}-v{version}-pinned" or names & _clusters_named(route)]
+            applied = parse_model_state(model, doc)
+            if not (left or naming or applied != expected):
+                return
+            if time.monotonic() > deadline:
+                raise RoutingError(f"Envoy still knows {model} v{version} after forgetting it: clusters {left}, "
+                                   f"routes {naming}; it serves {applied.to_dict() if applied else None}, expected "
+                                   f"{expected.to_dict() if expected else None}")
+            time.sleep(0.02)
 
-    # -- rendering ------------------------------------------------------------------------
-    @staticmethod
-    def _backend(entry: dict, version: int) -> tuple[str, int]:
-        if entry.get("topology") == "deployment_per_version":
-            host, port = entry["backends"][str(version)]
-            return host, int(port)
-        host, port = entry["upstream"]
-        return host, int(port)
+    # -- the control plane ----------------------------------------------------------------
+    def _change_model(self, model: str, change) -> bool:
+        """Read the model's record, let `change` compute the next one, send it; retried while
+        another writer changed the model in between. False when `change` had nothing to do."""
+        for _ in range(self.attempts):
+            entry, version = self._record(model)
+            new_entry, dropping = change(entry)
+            if new_entry is None:
+                return False
+            steps = [{"type_url": CLUSTER_TYPE, "upserts": {c["name"]: c for c in self._clusters(model, new_entry)}},
+                     {"type_url": SCOPE_TYPE, "upserts": {s["name"]: s for s in model_scopes(model, new_entry)},
+                      "removals": _alias_scopes_dropped(model, entry, new_entry), "expect": {scope_name(model): version}}]
+            if dropping:
+                # Routes stop naming the clusters before the clusters go.
+                steps.append({"type_url": CLUSTER_TYPE, "removals": sorted(dropping)})
+            if self._post_change(steps, model) is not None:
+                return True
+        raise RoutingError(f"{model}: {self.attempts} attempts in a row found the model changed by another writer "
+                           "in between; retry the change")
 
-    def _clusters(self, models: dict[str, dict]) -> list[dict]:
+    def _record(self, model: str) -> tuple[dict | None, str | None]:
+        """The model's record as the control plane stores it, and the version it is stored at."""
+        resp = self._cp("get", f"/v1/resources/{SCOPE_TYPE.split('/', 1)[1]}/{quote(scope_name(model), safe='')}")
+        if resp.status_code == 404:
+            return None, None
+        doc = resp.json()
+        meta = doc["resource"].get("route_configuration", {}).get("metadata", {})
+        return meta.get("filter_metadata", {}).get("llm_release", {}).get("record"), doc["version"]
+
+    def _post_change(self, steps: list[dict], model: str) -> dict | None:
+        resp = self._cp("post", "/v1/changes", json={"steps": steps, "timeout_s": self.timeout_s})
+        if resp.status_code == 200:
+            return resp.json()
+        if resp.status_code == 412:
+            return None  # another writer changed the model: read again
+        reason = resp.json().get("error", resp.text[:300]) if resp.headers.get("content-type", "").startswith(
+            "application/json") else resp.text[:300]
+        if resp.status_code in (400, 409):
+            raise RoutingError(f"{model}: the gateway refused the routing change ({resp.status_code}): {reason}")
+        raise RoutingError(f"{model}: the routing change is not confirmed by the gateway ({resp.status_code}): "
+                           f"{reason}")
+
+    def _ensure_base(self) -> None:
+        """The passthrough and shadow clusters and the base scopes, once per router."""
+        if self._base_ready:
+            return
         clusters = [cluster_resource(PASSTHROUGH_CLUSTER, self.upstream)]
         if self.shadow_listener:
             clusters.append(cluster_resource(SHADOW_CLUSTER, self.shadow_listener))
-        for model, entry in sorted(models.items()):
-            for version in entry["versions"]:
-                backend = self._backend(entry, version)
-                clusters.append(cluster_resource(cluster_name(model, version), backend))
-                per_version = entry.get("topology") == "deployment_per_version"
-                shadow_target = backend if per_version else self.shadow_listener
-                if shadow_target:
-                    clusters.append(cluster_resource(cluster_name(model, version, shadow=True), shadow_target))
+        self._post_change([{"type_url": CLUSTER_TYPE, "upserts": {c["name"]: c for c in clusters}},
+                           {"type_url": SCOPE_TYPE, "upserts": {s["name"]: s for s in base_scopes()}}], "the gateway")
+        self._base_ready = True
+
+    def _cp(self, method: str, path: str, **kwargs) -> requests.Response:
+        try:
+            return requests.request(method, f"{self.control_plane_url}{path}", timeout=self.timeout_s + 5, **kwargs)
+        except requests.RequestException as exc:
+            raise RoutingError(f"the gateway's control plane {self.control_plane_url} is unreachable: {exc}") from exc
+
+    # -- rendering ------------------------------------------------------------------------
+    def _clusters(self, model: str, entry: dict) -> list[dict]:
+        clusters = []
+        per_version = entry.get("topology") == "deployment_per_version"
+        for version in entry["versions"]:
+            backend = _backend(entry, version)
+            clusters.append(cluster_resource(cluster_name(model, version), backend))
+            shadow_target = backend if per_version else self.shadow_listener
+            if shadow_target:
+                clusters.append(cluster_resource(cluster_name(model, version, shadow=True), shadow_target))
         return clusters
 
-    def _write(self, models: dict[str, dict], *, dropping: set[str] = frozenset()) -> None:
-        """Render and write every model; `dropping` names the clusters this write removes."""
-        generation = time.time_ns() // 1000
-        clusters = self._clusters(models)
-        names = {c["name"] for c in clusters}
-        # A route that names an unknown cluster answers 503: clusters are added before the routes
-        # that use them, and removed after the routes that used them are gone.
-        if not dropping:
-            write_xds(self.xds_dir / "cds.json", generation, clusters)
-            self._wait_for(lambda: names <= self._live_clusters(), "clusters")
-        states = {m: RoutingState.from_dict(e["state"]) for m, e in models.items()}
-        versions = {m: e["versions"] for m, e in models.items()}
-        topologies = {m: e.get("topology", "versions") for m, e in models.items()}
-        forgotten = {m: e["forgotten"] for m, e in models.items() if e.get("forgotten")}
-        write_xds(self.xds_dir / "rds-shadow.json", generation,
-                  [shadow_route_config(versions, topologies, generation)])
-        write_xds(self.xds_dir / "rds.json", generation,
-                  [route_config(states, versions, topologies, generation, forgotten=forgotten)])
-        self._wait_for(lambda: self._route_config_version(ROUTE_CONFIG_NAME) == str(generation), "routes")
-        if dropping:
-            write_xds(self.xds_dir / "cds.json", generation, clusters)
-            self._wait_for(lambda: names <= (live := self._live_clusters()) and not live & dropping, "clusters")
-        write_atomically(self._state_file, json.dumps({"generation": generation, "models": models}, indent=2))
-
     # -- admin API ------------------------------------------------------------------------
-    def _get(self, path: str) -> requests.Response:
+    def _get(self, path: str, params: dict | None = None) -> requests.Response:
         try:
-            resp = requests.get(f"{self.admin_url}{path}", timeout=5)
+            resp = requests.get(f"{self.admin_url}{path}", params=params, timeout=5)
         except requests.RequestException as exc:
             raise RoutingError(f"Envoy admin {self.admin_url} unreachable: {exc}") from exc
         if resp.status_code != 200:
             raise RoutingError(f"Envoy admin {path} answered {resp.status_code}: {resp.text[:200]}")
         return resp
 
-    def _live_clusters(self) -> set[str]:
-        return {line.split("::", 1)[0] for line in self._get("/clusters").text.splitlines() if "::" in line}
+    def _live_clusters(self, model: str) -> set[str]:
+        """The model's clusters Envoy has now (one statistic each, filtered inside Envoy)."""
+        text = self._get("/stats", {"filter": rf"^cluster\.{re.escape(cluster_stem(model))}_v[0-9]+(_shadow)?\."
+                                              r"upstream_rq_total$"}).text
+        return {line.split(".")[1] for line in text.splitlines() if line.startswith("cluster.")}
 
-    def _route_dump_entry(self, name: str) -> dict:
-        dump = self._get("/config_dump?resource=dynamic_route_configs").json()
+    def _served_routes(self, model: str) -> dict:
+        """The model's route table as Envoy serves it ({} when Envoy has no scope for it)."""
+        dump = self._get("/config_dump", {"resource": "dynamic_scoped_route_configs",
+                                          "name_regex": f"^{re.escape(scope_name(model))}$"}).json()
         for entry in dump.get("configs", []):
-            if entry.get("route_config", {}).get("name") == name:
-                return entry
+            for scope in entry.get("scoped_route_configs", []):
+                if scope.get("name") == scope_name(model):
+                    return scope.get("route_configuration", {})
         return {}
 
-    def _route_config_version(self, name: str) -> str | None:
-        return self._route_dump_entry(name).get("version_info")
-
-    def _route_config_dump(self) -> dict:
-        return self._route_dump_entry(ROUTE_CONFIG_NAME).get("route_config", {})
-
-    def _wait_for(self, predicate, what: str) -> None:
+    def _wait_served(self, model: str, done) -> RoutingState | None:
+        """Envoy applies an acknowledged scope on its main thread: read until it shows."""
         deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.02)
-        raise RoutingError(f"Envoy did not apply the new {what} within {self.timeout_s:.0f} s")
+        while True:
+            served = self.get_state(model)
+            if done(served) or time.monotonic() > deadline:
+                return served
+            time.sleep(0.01)
+
+
+def _backend(entry: dict, version: int) -> tuple[str, int]:
+    if entry.get("topology") == "deployment_per_version":
+        host, port = entry["backends"][str(version)]
+        return host, int(port)
+    host, port = entry["upstream"]
+    return host, int(port)
 
 
 def _checked_version(version) -> int:
@@ -308,11 +352,15 @@ def _all_versions(state: RoutingState) -> set[int]:
         {state.mirror_version} if state.mirror_version else set())
 
 
+def _alias_scopes_dropped(model: str, before: dict | None, after: dict) -> list[str]:
+    old = {s["name"] for s in model_scopes(model, before)} if before and before.get("state") else set()
+    return sorted(old - {s["name"] for s in model_scopes(model, after)})
+
+
 # -- xDS documents ------------------------------------------------------------------------
 def cluster_resource(name: str, upstream: tuple[str, int]) -> dict:
     host, port = upstream
     return {
-        "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
         "name": name,
         "type": "STATIC",
         "connect_timeout": "2s",
@@ -398,64 +446,83 @@ def forgotten_route(model: str, versions) -> dict:
             "metadata": _meta(model, "forgotten", versions=sorted(versions))}
 
 
-def route_config(states: dict[str, RoutingState], versions: dict[str, list[int]],
-                 topologies: dict[str, str] | str = "versions", generation: int = 0,
-                 forgotten: dict[str, list[int]] | None = None) -> dict:
-    def topology(model: str) -> str:
-        return topologies if isinstance(topologies, str) else topologies.get(model, "versions")
-
-    routes = [r for model, state in sorted(states.items()) for r in model_routes(state, versions[model], topology(model))]
-    # Forgotten versions' paths answer 404 instead of reaching Triton through the passthrough.
-    routes += [forgotten_route(model, gone) for model, gone in sorted((forgotten or {}).items()) if gone]
-    # Anything else under /v2 (health, metadata, models without routes) goes straight to Triton.
-    # The repository (load/unload) API is not exposed through the gateway.
-    routes.append({"name": "deny-repository", "match": {"prefix": "/v2/repository"},
-                   "direct_response": {"status": 403, "body": {"inline_string": "repository API is not exposed on the gateway\n"}}})
-    routes.append({"name": "passthrough", "match": {"prefix": "/v2"}, "route": {"cluster": PASSTHROUGH_CLUSTER, "timeout": "0s"}})
-    return {
-        "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-        "name": ROUTE_CONFIG_NAME,
-        # Envoy ignores a route update whose content hashes the same as the live one (and then
-        # keeps the old version_info); the generation makes every write observable.
-        "metadata": {"filter_metadata": {"llm_release": {"generation": generation}}},
-        "virtual_hosts": [{"name": "triton", "domains": ["*"], "routes": routes}],
-    }
+def _passthrough(name: str = "passthrough") -> dict:
+    return {"name": name, "match": {"prefix": "/"}, "route": {"cluster": PASSTHROUGH_CLUSTER, "timeout": "0s"}}
 
 
-def shadow_route_config(versions: dict[str, list[int]], topologies: dict[str, str] | str = "versions",
-                        generation: int = 0) -> dict:
-    """The internal shadow listener: one virtual host per model version, rewriting for it."""
+def _shadow_vhosts(model: str, versions, topology: str) -> list[dict]:
+    """One virtual host per version for mirrored copies (host `<model>.v<N>.shadow`), rewriting
+    the primary's path for version N."""
+    if topology == "deployment_per_version":
+        return []  # copies go straight to the version's own backend
     hosts = []
-    for model, known in sorted(versions.items()):
-        topology = topologies if isinstance(topologies, str) else topologies.get(model, "versions")
-        if topology == "deployment_per_version":
-            continue  # copies go straight to the version's own backend
-        for version in known:
-            target = (f"/v2/models/{model}/versions/{version}/\\2" if topology != "model_per_release"
-                      else f"/v2/models/{model}_r{version}/\\2")
-            hosts.append({"name": f"{model}-v{version}-shadow", "domains": [shadow_host(model, version)], "routes": [{
-                "match": {"prefix": "/"},
-                "route": {"cluster": PASSTHROUGH_CLUSTER, "timeout": "0s", "regex_rewrite": {
-                    "pattern": {"regex": f"^/v2/models/{re.escape(model)}(?:_r[0-9]+)?(/versions/[0-9]+)?/(.*)$"},
-                    "substitution": target}}}]})
-    hosts.append({"name": "unknown", "domains": ["*"], "routes": [{
-        "match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string": "no such shadow target\n"}}}]})
-    return {
-        "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-        "name": SHADOW_ROUTE_CONFIG_NAME,
-        "metadata": {"filter_metadata": {"llm_release": {"generation": generation}}},
-        "virtual_hosts": hosts,
-    }
+    for version in sorted(versions):
+        target = (f"/v2/models/{model}/versions/{version}/\\2" if topology != "model_per_release"
+                  else f"/v2/models/{model}_r{version}/\\2")
+        hosts.append({"name": f"shadow-v{version}", "domains": [shadow_host(model, version)], "routes": [{
+            "match": {"prefix": "/"},
+            "route": {"cluster": PASSTHROUGH_CLUSTER, "timeout": "0s", "regex_rewrite": {
+                "pattern": {"regex": f"^/v2/models/{re.escape(model)}(?:_r[0-9]+)?(/versions/[0-9]+)?/(.*)$"},
+                "substitution": target}}}]})
+    return hosts
+
+
+def _scope(name: str, key: tuple[str, str], virtual_hosts: list[dict], record: dict | None = None) -> dict:
+    routes = {"name": name, "virtual_hosts": virtual_hosts}
+    if record is not None:
+        routes["metadata"] = {"filter_metadata": {"llm_release": {"record": record}}}
+    return {"name": name, "key": {"fragments": [{"string_key": part} for part in key]}, "route_configuration": routes}
+
+
+def model_scopes(model: str, record: dict) -> list[dict]:
+    """The model's scope (its route table, with the router's record of it), and in
+    `model_per_release` one small scope per release name for the mirrored copies carrying it."""
+    if not record or not record.get("state"):
+        return []
+    topology = record.get("topology", "versions")
+    state = RoutingState.from_dict(record["state"])
+    versions = record["versions"]
+    routes = model_routes(state, versions, topology)
+    if record.get("forgotten"):
+        routes.append(forgotten_route(model, record["forgotten"]))
+    routes.append(_passthrough(f"{model}-passthrough"))  # metadata, readiness, versions not routed
+    shadows = _shadow_vhosts(model, versions, topology)
+    scopes = [_scope(scope_name(model), ("models", model),
+                     [*shadows, {"name": "main", "domains": ["*"], "routes": routes}], record)]
+    if topology == "model_per_release":
+        for version in sorted(versions):
+            release = f"{model}_r{version}"
+            scopes.append(_scope(scope_name(release), ("models", release),
+                                 [*shadows, {"name": "main", "domains": ["*"], "routes": [_passthrough()]}]))
+    return scopes
+
+
+def base_scopes() -> list[dict]:
+    """Triton's health endpoints pass through; its repository (load/unload) API is refused."""
+    scopes = []
+    for key, kind in sorted(BASE_SCOPES.items()):
+        route = _passthrough() if kind == "pass" else {
+            "name": "deny", "match": {"prefix": "/"},
+            "direct_response": {"status": 403, "body": {"inline_string": "repository API is not exposed on the gateway\n"}}}
+        scopes.append(_scope("base/" + "/".join(key), key, [{"name": "base", "domains": ["*"], "routes": [route]}]))
+    return scopes
+
+
+def _main_vhost(route_config_doc: dict) -> dict:
+    for vhost in route_config_doc.get("virtual_hosts", []):
+        if vhost.get("domains") == ["*"]:
+            return vhost
+    return {}
 
 
 def parse_model_state(model: str, route_config_doc: dict) -> RoutingState | None:
     """Read a model's RoutingState back from a route configuration as Envoy dumps it."""
-    version_of = re.compile(rf"^{re.escape(model)}_v([0-9]+)(_shadow)?$")
+    version_of = re.compile(rf"^{re.escape(cluster_stem(model))}_v([0-9]+)(_shadow)?$")
     weights: dict[int, int] = {}
     header, header_routes = None, {}
     mirror_version, mirror_percent = None, 0
     previous = 0
-    for route in route_config_doc.get("virtual_hosts", [{}])[0].get("routes", []):
+    for route in _main_vhost(route_config_doc).get("routes", []):
         meta = route.get("metadata", {}).get("filter_metadata", {}).get("llm_release", {})
         if meta.get("model") != model:
             continue
@@ -480,9 +547,3 @@ def parse_model_state(model: str, route_config_doc: dict) -> RoutingState | None
     if not weights:
         return None
     return RoutingState(model, weights, header, header_routes, mirror_version, mirror_percent)
-
-
-def write_xds(path: Path, generation: int, resources: list[dict]) -> None:
-    """Envoy's directory watcher sees only complete files: write beside, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, json.dumps({"version_info": str(generation), "resources": resources}, indent=1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -21,7 +22,7 @@ import requests
 
 from llm_release.errors import StackAlreadyRunning, StackError
 from llm_release.fsutil import write_atomically
-from llm_release.stack import envoy, prometheus, triton
+from llm_release.stack import envoy, prometheus, triton, xds
 from llm_release.stack.airflow_connections import ARTIFACT_BUCKET, write_airflow_connections
 from llm_release.stack.processes import (
     MARKER_VAR,
@@ -34,7 +35,7 @@ from llm_release.stack.processes import (
     stop_group,
 )
 
-COMPONENTS = ("triton", "envoy", "prometheus", "s3")
+COMPONENTS = ("triton", "xds", "envoy", "prometheus", "s3")
 S3_ACCESS_KEY = "local-stack"  # moto accepts any key pair; these are not secrets
 S3_SECRET_KEY = "local-stack-secret"
 S3_REGION = "us-east-1"
@@ -101,7 +102,7 @@ class LocalStack:
         env = dict(os.environ, **{MARKER_VAR: stack_id})
         ports = {name: free_port() for name in
                  ("triton_http", "triton_grpc", "triton_metrics", "gateway", "envoy_admin", "envoy_shadow",
-                               "prometheus", "s3")}
+                  "xds_grpc", "xds_http", "prometheus", "s3")}
         state = {
             "stack_id": stack_id,
             "state_dir": str(self.state_dir),
@@ -109,6 +110,8 @@ class LocalStack:
             "ports": ports,
             "components": {},
         }
+        # A fresh stack starts with no routing; restarting one component keeps it.
+        shutil.rmtree(self.state_dir / XDS_STORE, ignore_errors=True)
         try:
             self._start_all(state, env, logs)
             self._write_state(state)
@@ -127,7 +130,7 @@ class LocalStack:
         self._write_state(state)
         return state
 
-    COMPONENTS = ("triton", "envoy", "prometheus", "s3")
+    COMPONENTS = ("triton", "xds", "envoy", "prometheus", "s3")
 
     def _start_all(self, state: dict, env: dict[str, str], logs: Path) -> None:
         for name in self.COMPONENTS:
@@ -149,16 +152,24 @@ class LocalStack:
                                                          "metrics_url": f"http://{host}:{ports['triton_metrics']}/metrics",
                                                          "shm_prefix": shm_prefix})
 
+    def _start_xds(self, state: dict, env: dict[str, str], logs: Path) -> None:
+        ports, host = state["ports"], "127.0.0.1"
+        proc = spawn("xds", xds.xds_argv(xds.find_xds_python(), self.state_dir / XDS_STORE,
+                                         grpc_port=ports["xds_grpc"], http_port=ports["xds_http"]),
+                     log=logs / "xds.log", env=env, cwd=xds.REPO_ROOT)
+        state["components"]["xds"] = self._record(proc, url=f"http://{host}:{ports['xds_http']}", health="/healthz",
+                                                  extra={"grpc": f"{host}:{ports['xds_grpc']}"})
+
     def _start_envoy(self, state: dict, env: dict[str, str], logs: Path) -> None:
         ports, host = state["ports"], "127.0.0.1"
         bootstrap = envoy.write_bootstrap(self.state_dir, listen_port=ports["gateway"], admin_port=ports["envoy_admin"],
-                                          shadow_port=ports["envoy_shadow"], triton_http=(host, ports["triton_http"]))
+                                          shadow_port=ports["envoy_shadow"], control_plane=(host, ports["xds_grpc"]))
         proc = spawn("envoy", envoy.envoy_argv(envoy.find_envoy(), bootstrap, base_id=ports["envoy_admin"],
                                                log_path=logs / "envoy-access.log"),
                      log=logs / "envoy.log", env=env)
         state["components"]["envoy"] = self._record(proc, url=f"http://{host}:{ports['gateway']}", health="admin:/ready",
                                                     extra={"admin_url": f"http://{host}:{ports['envoy_admin']}",
-                                                           "xds_dir": str(self.state_dir / "xds"),
+                                                           "control_plane_url": state["components"]["xds"]["url"],
                                                            "shadow_port": ports["envoy_shadow"]})
 
     def _start_prometheus(self, state: dict, env: dict[str, str], logs: Path) -> None:
@@ -196,6 +207,18 @@ class LocalStack:
         self._write_state(state)
         self._wait_healthy({**state, "components": {name: state["components"][name]}}, timeout_s)
         return state["components"][name]
+
+    def restart_component(self, name: str, *, kill: bool = False, timeout_s: float = 60.0) -> dict:
+        """Stop one component (SIGKILL with `kill`, as a crash would) and start it again on its ports."""
+        state = self._running_state(name)
+        pgid = state["components"][name]["pgid"]
+        if kill:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        stop_group(pgid, grace_s=0 if kill else 10.0)
+        return self.start_component(name, timeout_s=timeout_s)
 
     def _running_state(self, name: str) -> dict:
         state = self.read_state()
@@ -287,6 +310,7 @@ def s3_client_env(state: dict) -> dict[str, str]:
 
 
 ENVIRONMENTS_FILE = "environments.json"
+XDS_STORE = "xds-store"
 
 
 def local_environments(state: dict) -> list[dict]:
@@ -300,7 +324,8 @@ def local_environments(state: dict) -> list[dict]:
         # passes the provenance gate the way a GPU environment's does.
         "triton": {"url": comps["triton"]["url"], "topology": "versions", "model_repository": state["model_repository"],
                    "grpc_url": comps["triton"]["grpc_url"], "runtime": {"metrics_url": comps["triton"]["metrics_url"]}},
-        "router": {"kind": "envoy", "admin_url": comps["envoy"]["admin_url"], "xds_dir": comps["envoy"]["xds_dir"],
+        "router": {"kind": "envoy", "admin_url": comps["envoy"]["admin_url"],
+                   "control_plane_url": comps["envoy"]["control_plane_url"],
                    "shadow_listener": f"127.0.0.1:{ports['envoy_shadow']}"},
         "prometheus_url": comps["prometheus"]["url"],
         "gateway_url": comps["envoy"]["url"],

@@ -20,7 +20,7 @@ T0 = 1_800_000_000.0
 def endpoints(connection, tmp_path):
     connection("prometheus_default", conn_type="prometheus", host="127.0.0.1", port=_closed_port(), schema="http")
     connection("llm_gateway_default", conn_type="llm_gateway", host="127.0.0.1", port=18080, schema="http",
-               extra={"router": "envoy", "admin_url": "http://127.0.0.1:1", "xds_dir": str(tmp_path / "xds"),
+               extra={"router": "envoy", "admin_url": "http://127.0.0.1:1", "control_plane_url": "http://xds.local:18090",
                       "upstream_port": 8000})
     connection("triton_default", conn_type="triton", host="127.0.0.1", port=18000, schema="http",
                extra={"no_gpu_reason": "CPU-only test stack"})

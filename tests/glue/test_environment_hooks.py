@@ -13,7 +13,7 @@ def prod_connections(connection, tmp_path, kubeconfig):
     connection("triton_eu", conn_type="triton", host="triton-eu.serving.svc", port=8000, schema="http",
                extra={"model_repository": "/models", "no_gpu_reason": "CPU pool"})
     connection("gw_eu", conn_type="llm_gateway", host="gw-eu", port=10000, schema="http", extra={
-        "router": "envoy", "admin_url": "http://envoy-eu:9901", "xds_dir": str(tmp_path / "xds"),
+        "router": "envoy", "admin_url": "http://envoy-eu:9901", "control_plane_url": "http://xds.local:18090",
         "upstream_host": "triton-eu.serving.svc", "upstream_port": 8000, "shadow_port": 10001,
         "topology": "model_per_release"})
     connection("gw_us", conn_type="llm_gateway", extra={

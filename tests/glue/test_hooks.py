@@ -12,7 +12,7 @@ def test_envoy_gateway_connection_builds_the_router_it_describes(connection, tmp
     from llm_release_airflow.hooks.gateway import GatewayHook
 
     connection("gw", conn_type="llm_gateway", host="gw.example", port=10000, extra={
-        "router": "envoy", "admin_url": "http://envoy-admin:9901/", "xds_dir": str(tmp_path / "xds"),
+        "router": "envoy", "admin_url": "http://envoy-admin:9901/", "control_plane_url": "http://xds.local:18090",
         "upstream_host": "triton.serving.svc", "upstream_port": "8000",  # the form may store numbers as text
         "shadow_port": 10001, "topology": "deployment_per_version",
         "backends": '{"1": ["triton-v1", 8000], "2": ["triton-v2", "8001"]}'})
@@ -20,7 +20,7 @@ def test_envoy_gateway_connection_builds_the_router_it_describes(connection, tmp
     router = hook.get_conn()
     assert isinstance(router, EnvoyRouter)
     assert router.admin_url == "http://envoy-admin:9901"
-    assert router.xds_dir == tmp_path / "xds"
+    assert router.control_plane_url == "http://xds.local:18090"
     assert router.upstream == ("triton.serving.svc", 8000)
     assert router.shadow_listener == ("127.0.0.1", 10001)
     assert router.topology == "deployment_per_version"
@@ -32,17 +32,17 @@ def test_envoy_gateway_without_shadow_port_has_no_shadow_listener(connection, tm
     from llm_release_airflow.hooks.gateway import GatewayHook
 
     connection("gw", conn_type="llm_gateway", host="gw", extra={
-        "admin_url": "http://a:9901", "xds_dir": str(tmp_path), "upstream_port": 8000, "shadow_port": None,
+        "admin_url": "http://a:9901", "control_plane_url": "http://xds.local:18090", "upstream_port": 8000, "shadow_port": None,
         "router": None, "topology": None})  # fields left empty in the form arrive as null
     router = GatewayHook(gateway_conn_id="gw").get_conn()
     assert router.shadow_listener is None and router.topology == "versions"
 
 
 @pytest.mark.parametrize("extra, field, fix", [
-    ({"admin_url": "http://a:9901", "upstream_port": 8000}, "xds_dir", "envoy router needs"),
-    ({"admin_url": "http://a:9901", "xds_dir": "/x", "upstream_port": "eighty"}, "upstream_port", "between 1 and 65535"),
-    ({"admin_url": "http://a:9901", "xds_dir": "/x", "upstream_port": 8000, "backends": "{1: x}"}, "backends", "JSON"),
-    ({"admin_url": "http://a:9901", "xds_dir": "/x", "upstream_port": 8000, "backends": {"1": "triton"}},
+    ({"admin_url": "http://a:9901", "upstream_port": 8000}, "control_plane_url", "envoy router needs"),
+    ({"admin_url": "http://a:9901", "control_plane_url": "http://x:18090", "upstream_port": "eighty"}, "upstream_port", "between 1 and 65535"),
+    ({"admin_url": "http://a:9901", "control_plane_url": "http://x:18090", "upstream_port": 8000, "backends": "{1: x}"}, "backends", "JSON"),
+    ({"admin_url": "http://a:9901", "control_plane_url": "http://x:18090", "upstream_port": 8000, "backends": {"1": "triton"}},
      "backends", "host"),
     ({"router": "nginx"}, "router", "envoy, istio or gatewayapi"),
     ({"router": "istio", "namespace": "serving"}, "virtual_service, service_host", "istio router needs"),

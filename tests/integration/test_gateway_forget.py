@@ -40,8 +40,12 @@ def dumped_clusters(admin_url: str) -> set[str]:
     return {c["cluster"]["name"] for c in dump.get("configs", [])}
 
 
-def generation(stack) -> int:
-    return json.loads((Path(stack["components"]["envoy"]["xds_dir"]) / "routing-state.json").read_text())["generation"]
+def generation(stack) -> str:
+    """The version of the model's scope in the control plane's store (changes with every write)."""
+    resp = requests.get(f"{stack['components']['xds']['url']}/v1/resources/envoy.config.route.v3.ScopedRouteConfiguration/"
+                        f"models%2F{MODEL}", timeout=10)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["version"]
 
 
 def test_a_forgotten_version_is_gone_from_envoy_and_the_others_still_serve(stack, urls, router, forget_lm):

@@ -98,7 +98,7 @@ def test_error_responses_of_clusters_added_inside_the_window(stack, urls, prom):
     connections on the other: clusters and response-class series all created mid-window."""
     model = "signals_errors"
     envoy, triton_http = stack["components"]["envoy"], ("127.0.0.1", stack["ports"]["triton_http"])
-    router = EnvoyRouter(envoy["xds_dir"], envoy["admin_url"], triton_http, topology="deployment_per_version",
+    router = EnvoyRouter(envoy["control_plane_url"], envoy["admin_url"], triton_http, topology="deployment_per_version",
                          backends={1: triton_http, 2: ("127.0.0.1", free_port())},
                          shadow_listener=("127.0.0.1", stack["ports"]["envoy_shadow"]))
     start = time.time()

@@ -28,7 +28,7 @@ def success_count(metrics_url: str, model: str) -> float:
 
 def envoy_router(stack, topology, backends=None):
     envoy = stack["components"]["envoy"]
-    return EnvoyRouter(envoy["xds_dir"], envoy["admin_url"], ("127.0.0.1", stack["ports"]["triton_http"]),
+    return EnvoyRouter(envoy["control_plane_url"], envoy["admin_url"], ("127.0.0.1", stack["ports"]["triton_http"]),
                        topology=topology, backends=backends,
                        shadow_listener=("127.0.0.1", stack["ports"]["envoy_shadow"]))
 

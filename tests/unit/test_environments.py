@@ -14,7 +14,7 @@ def env_doc(**over):
     doc = {"name": "production", "region": "eu", "prometheus_url": "http://prom:9090",
            "gateway_url": "http://gw:10000",
            "triton": {"url": "http://triton.serving.svc:8000", "model_repository": "/models"},
-           "router": {"kind": "envoy", "admin_url": "http://envoy:9901", "xds_dir": "/xds",
+           "router": {"kind": "envoy", "admin_url": "http://envoy:9901", "control_plane_url": "http://xds:18090",
                       "shadow_listener": "127.0.0.1:10001"}}
     doc.update(over)
     return doc
@@ -30,9 +30,9 @@ def test_production_requires_approval_unless_told_otherwise():
     ({"name": "Prod"}, "environment.name"),
     ({"prometheus_url": "prom:9090"}, "prometheus_url"),
     ({"router": {"kind": "nginx"}}, "router.kind"),
-    ({"router": {"kind": "envoy", "admin_url": "http://e:9901"}}, "router.xds_dir"),
+    ({"router": {"kind": "envoy", "admin_url": "http://e:9901"}}, "router.control_plane_url"),
     ({"router": {"kind": "istio", "namespace": "s"}}, "router.virtual_service"),
-    ({"router": {"kind": "envoy", "admin_url": "http://e:9901", "xds_dir": "/x", "shadow_listener": "nope"}},
+    ({"router": {"kind": "envoy", "admin_url": "http://e:9901", "control_plane_url": "http://x:18090", "shadow_listener": "nope"}},
      "router.shadow_listener"),
     ({"triton": {"url": "http://t:8000", "topology": "sharded"}}, "triton.topology"),
     ({"triton": {"topology": "deployment_per_version"}}, "triton.deployments"),

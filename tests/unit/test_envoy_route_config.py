@@ -3,13 +3,18 @@
 import pytest
 
 from llm_release.errors import SpecError
-from llm_release.routing.envoy import (cluster_name, model_routes, parse_model_state, route_config,
-                                       shadow_route_config)
+from llm_release.routing.envoy import (base_scopes, cluster_name, model_routes, model_scopes, parse_model_state,
+                                       scope_name)
 from llm_release.routing.state import RoutingState
 
 
+def record(state, versions, topology="versions", **extra):
+    return {"versions": sorted(versions), "state": state.to_dict(), "topology": topology, **extra}
+
+
 def vhost_routes(state, versions, topology="versions"):
-    return route_config({state.model: state}, {state.model: versions}, topology)
+    """The model's route table as its scope carries it."""
+    return model_scopes(state.model, record(state, versions, topology))[0]["route_configuration"]
 
 
 def test_split_routes_use_cumulative_fractions_and_last_route_catches_the_rest():
@@ -33,7 +38,7 @@ def test_mirror_goes_to_the_shadow_cluster_addressed_by_host_in_shared_triton():
     (mirror,) = split["route"]["request_mirror_policies"]
     assert mirror["cluster"] == cluster_name("m", 2, shadow=True) == "m_v2_shadow"
     assert mirror["host_rewrite_literal"] == "m.v2.shadow"
-    shadow = shadow_route_config({"m": [1, 2]})
+    shadow = vhost_routes(state, {1, 2})
     (vhost,) = [h for h in shadow["virtual_hosts"] if h["domains"] == ["m.v2.shadow"]]
     assert vhost["routes"][0]["route"]["regex_rewrite"]["substitution"] == "/v2/models/m/versions/2/\\2"
 
@@ -59,9 +64,32 @@ def test_what_is_rendered_parses_back_to_the_same_state(state):
     assert parse_model_state("other", doc) is None
 
 
-def test_route_config_ends_with_repository_deny_and_passthrough():
-    names = [r["name"] for r in route_config({}, {})["virtual_hosts"][0]["routes"]]
-    assert names == ["deny-repository", "passthrough"]
+def test_a_models_scope_is_keyed_by_its_path_segments_and_ends_in_a_passthrough():
+    (scope,) = model_scopes("m", record(RoutingState("m", {1: 100}), {1}, forgotten=[3]))
+    assert scope["name"] == scope_name("m") and scope["key"]["fragments"] == [{"string_key": "models"},
+                                                                             {"string_key": "m"}]
+    main = [h for h in scope["route_configuration"]["virtual_hosts"] if h["domains"] == ["*"]][0]
+    names = [r["name"] for r in main["routes"]]
+    assert names[-2:] == ["m-forgotten", "m-passthrough"]
+    # the router's record travels with the scope: any host that reaches the control plane can read it
+    assert scope["route_configuration"]["metadata"]["filter_metadata"]["llm_release"]["record"]["forgotten"] == [3]
+
+
+def test_release_names_get_a_scope_for_the_mirrored_copies_that_carry_them():
+    scopes = model_scopes("llama", record(RoutingState("llama", {7: 100}, mirror_version=8, mirror_percent=100),
+                                          {7, 8}, "model_per_release"))
+    assert [s["name"] for s in scopes] == ["models/llama", "models/llama_r7", "models/llama_r8"]
+    alias = scopes[1]["route_configuration"]["virtual_hosts"]
+    (shadow8,) = [h for h in alias if h["domains"] == ["llama.v8.shadow"]]
+    assert shadow8["routes"][0]["route"]["regex_rewrite"]["substitution"] == "/v2/models/llama_r8/\\2"
+
+
+def test_the_base_scopes_pass_health_through_and_refuse_the_repository_api():
+    kinds = {tuple(f["string_key"] for f in s["key"]["fragments"]):
+             s["route_configuration"]["virtual_hosts"][0]["routes"][0] for s in base_scopes()}
+    assert kinds[("health", "ready")]["route"]["cluster"] == "triton"
+    assert kinds[("repository", "index")]["direct_response"]["status"] == 403
+    assert kinds[("repository", "models")]["direct_response"]["status"] == 403
 
 
 def test_model_names_are_escaped_in_regexes():

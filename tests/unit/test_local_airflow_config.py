@@ -28,7 +28,7 @@ def fake_stack_state(tmp_path):
         "components": {"triton": {"url": "http://127.0.0.1:8000", "grpc_url": "127.0.0.1:8001",
                                   "metrics_url": "http://127.0.0.1:8002/metrics"},
                        "envoy": {"url": "http://127.0.0.1:10000", "admin_url": "http://127.0.0.1:9901",
-                                 "xds_dir": str(tmp_path / "xds")},
+                                 "control_plane_url": "http://xds.local:18090"},
                        "prometheus": {"url": "http://127.0.0.1:9090"}, "s3": {"url": "http://127.0.0.1:5000"}},
     }
     env_file = tmp_path / "airflow" / "airflow.env"

@@ -118,7 +118,7 @@ def test_declared_values_are_validated_and_named(doc, field):
 def env_doc(runtime=None, topology="versions", **triton):
     doc = {"name": "production", "region": "eu",
            "triton": {"url": "http://triton:8000", "topology": topology, "model_repository": "/repo", **triton},
-           "router": {"kind": "envoy", "admin_url": "http://envoy:9901", "xds_dir": "/xds"},
+           "router": {"kind": "envoy", "admin_url": "http://envoy:9901", "control_plane_url": "http://xds:18090"},
            "prometheus_url": "http://prometheus:9090"}
     if runtime is not None:
         doc["triton"]["runtime"] = runtime
