@@ -194,9 +194,13 @@ class EnvoyRouter(TrafficRouter):
             entry["forgotten"] = sorted(set(entry.get("forgotten", [])) | {version})
             return entry, names
 
-        if not self._change_model(model, change) and not names & self._live_clusters(model):
-            LOG.info("%s: Envoy does not know v%d; nothing to forget", model, version)
-            return current
+        if not self._change_model(model, change):
+            leftovers = names & self._live_clusters(model)
+            if not leftovers:
+                LOG.info("%s: Envoy does not know v%d; nothing to forget", model, version)
+                return current
+            # clusters no record names (a record lost or edited by hand): no route uses them
+            self._post_change([{"type_url": CLUSTER_TYPE, "removals": sorted(leftovers)}], model)
         self._verify_forgotten(model, version, current)
         LOG.info("%s: Envoy forgot v%d (clusters %s removed); routing: %s", model, version,
                  ", ".join(sorted(names)), current.describe() if current else "none")
