@@ -68,8 +68,17 @@ LOCK_FILE = "routing.lock"
 LOG = logging.getLogger("llm_release.routing.envoy")
 
 
+def cluster_stem(model: str) -> str:
+    """The model's part of its cluster names: dots become `~` (not allowed in a model name).
+
+    Envoy's statistics tag a cluster's series with the name up to the first dot
+    (`cluster.<name>.upstream_rq_total`), so a dotted model's clusters (`llama-3.1_v2`) would be
+    counted under `llama-3` and the canary judge would never see their traffic."""
+    return model.replace(".", "~")
+
+
 def cluster_name(model: str, version: int, *, shadow: bool = False) -> str:
-    return f"{model}_v{version}" + ("_shadow" if shadow else "")
+    return f"{cluster_stem(model)}_v{version}" + ("_shadow" if shadow else "")
 
 
 def shadow_host(model: str, version: int) -> str:
@@ -162,7 +171,7 @@ class EnvoyRouter(TrafficRouter):
 
     def known_versions(self, model: str) -> set[int]:
         """Versions of `model` that have a cluster in Envoy now (routed once, not forgotten since)."""
-        own = re.compile(rf"^{re.escape(model)}_v([0-9]+)(_shadow)?$")
+        own = re.compile(rf"^{re.escape(cluster_stem(model))}_v([0-9]+)(_shadow)?$")
         return {int(found.group(1)) for name in self._live_clusters() if (found := own.match(name))}
 
     def forget(self, model: str, version: int) -> RoutingState | None:
@@ -450,7 +459,7 @@ def shadow_route_config(versions: dict[str, list[int]], topologies: dict[str, st
 
 def parse_model_state(model: str, route_config_doc: dict) -> RoutingState | None:
     """Read a model's RoutingState back from a route configuration as Envoy dumps it."""
-    version_of = re.compile(rf"^{re.escape(model)}_v([0-9]+)(_shadow)?$")
+    version_of = re.compile(rf"^{re.escape(cluster_stem(model))}_v([0-9]+)(_shadow)?$")
     weights: dict[int, int] = {}
     header, header_routes = None, {}
     mirror_version, mirror_percent = None, 0
