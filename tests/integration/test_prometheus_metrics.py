@@ -65,6 +65,26 @@ def test_a_scalar_result_keeps_its_value(urls):
     assert sample.labels == {} and before - 5 < sample.value < time.time() + 5
 
 
+def test_a_dotted_models_versions_are_counted_under_their_own_cluster_names(urls, router):
+    """Envoy tags cluster series with the name up to its first dot: the judge's queries must
+    still find both versions of `dotted.lm-1.0`, not a series for `dotted`."""
+    from llm_release.analysis.signals import GatewaySignals
+    from llm_release.routing.envoy import cluster_name
+    from llm_release.routing.state import RoutingState
+
+    model = "dotted.lm-1.0"
+    router.apply(RoutingState(model, {1: 50, 2: 50}))
+    try:
+        prom = PrometheusClient(urls["prometheus"])
+        query = GatewaySignals(prom, model, canary=2, baseline=1).promql()["requests"]
+        samples = prom.wait_for(query, lambda found: len(found) == 2, timeout_s=30)
+        assert {s.labels["envoy_cluster_name"] for s in samples} == {cluster_name(model, 1), cluster_name(model, 2)}
+        assert not prom.query('envoy_cluster_upstream_rq_total{envoy_cluster_name="dotted"}')
+    finally:
+        router.apply(RoutingState(model, {1: 100}))
+        router.forget(model, 2)
+
+
 def test_range_query_returns_points_on_the_step_grid(urls, loaded, router):
     prom = PrometheusClient(urls["prometheus"])
     router.set_weights(MODEL, {1: 100})

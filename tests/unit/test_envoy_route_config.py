@@ -115,3 +115,13 @@ def test_bad_states_name_the_field(kwargs, field, words):
         RoutingState(**{"model": "m", **kwargs})
     assert err.value.field == field
     assert words in str(err.value)
+
+
+def test_a_dotted_model_has_clusters_whose_statistics_keep_their_whole_name():
+    # Envoy tags `cluster.<name>.upstream_rq_total` with the name up to the first dot
+    assert "." not in cluster_name("llama-3.1-8b", 2) and "." not in cluster_name("llama-3.1-8b", 2, shadow=True)
+    assert cluster_name("llama-3.1-8b", 2) != cluster_name("llama-3_1-8b", 2)  # no two models share one
+    state = RoutingState("llama-3.1-8b", {1: 90, 2: 10}, mirror_version=3, mirror_percent=50)
+    doc = vhost_routes(state, {1, 2, 3})
+    assert parse_model_state("llama-3.1-8b", doc) == state
+    assert parse_model_state("llama-3x1-8b", doc) is None  # the dot is not a wildcard
