@@ -158,8 +158,14 @@ class EnvoyRouter(TrafficRouter):
                 entry.pop("forgotten", None)
             return entry, set()
 
-        self._change_model(state.model, change)
-        applied = self._wait_served(state.model, lambda served: served == state)
+        written = self._change_model(state.model, change)
+        applied = self._wait_served(state.model, lambda served: served == state, written)
+        if applied != state and self._record(state.model)[1] != written:
+            # Acknowledged by Envoy, then replaced by another writer's later change of the model
+            # before this read-back: this change took effect; the model is the later writer's now.
+            LOG.info("%s: %s was applied, then replaced by another writer's change (%s)", state.model,
+                     state.describe(), applied.describe() if applied else "no routing")
+            return state
         if applied != state:
             raise RoutingError(f"Envoy serves {applied.to_dict() if applied else None} for {state.model}, "
                                f"expected {state.to_dict()}")
@@ -194,7 +200,7 @@ class EnvoyRouter(TrafficRouter):
             entry["forgotten"] = sorted(set(entry.get("forgotten", [])) | {version})
             return entry, names
 
-        if not self._change_model(model, change):
+        if self._change_model(model, change) is None:
             leftovers = names & self._live_clusters(model)
             if not leftovers:
                 LOG.info("%s: Envoy does not know v%d; nothing to forget", model, version)
@@ -224,22 +230,24 @@ class EnvoyRouter(TrafficRouter):
             time.sleep(0.02)
 
     # -- the control plane ----------------------------------------------------------------
-    def _change_model(self, model: str, change) -> bool:
+    def _change_model(self, model: str, change) -> str | None:
         """Read the model's record, let `change` compute the next one, send it; retried while
-        another writer changed the model in between. False when `change` had nothing to do."""
+        another writer changed the model in between. Returns the version the model's scope was
+        stored at, None when `change` had nothing to do."""
         for _ in range(self.attempts):
             entry, version = self._record(model)
             new_entry, dropping = change(entry)
             if new_entry is None:
-                return False
+                return None
             steps = [{"type_url": CLUSTER_TYPE, "upserts": {c["name"]: c for c in self._clusters(model, new_entry)}},
                      {"type_url": SCOPE_TYPE, "upserts": {s["name"]: s for s in model_scopes(model, new_entry)},
                       "removals": _alias_scopes_dropped(model, entry, new_entry), "expect": {scope_name(model): version}}]
             if dropping:
                 # Routes stop naming the clusters before the clusters go.
                 steps.append({"type_url": CLUSTER_TYPE, "removals": sorted(dropping)})
-            if self._post_change(steps, model) is not None:
-                return True
+            result = self._post_change(steps, model)
+            if result is not None:
+                return result["steps"][1]["versions"][scope_name(model)]
         raise RoutingError(f"{model}: {self.attempts} attempts in a row found the model changed by another writer "
                            "in between; retry the change")
 
@@ -320,12 +328,15 @@ class EnvoyRouter(TrafficRouter):
                     return scope.get("route_configuration", {})
         return {}
 
-    def _wait_served(self, model: str, done) -> RoutingState | None:
-        """Envoy applies an acknowledged scope on its main thread: read until it shows."""
+    def _wait_served(self, model: str, done, written: str | None = None) -> RoutingState | None:
+        """Envoy applies an acknowledged scope on its main thread: read until it shows (or until
+        the model's scope is no longer the one `written`: another writer's change replaced it)."""
         deadline = time.monotonic() + self.timeout_s
         while True:
             served = self.get_state(model)
             if done(served) or time.monotonic() > deadline:
+                return served
+            if written is not None and self._record(model)[1] != written:
                 return served
             time.sleep(0.01)
 
