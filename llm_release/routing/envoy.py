@@ -141,7 +141,7 @@ class EnvoyRouter(TrafficRouter):
             raise SpecError("backends", f"no backend for versions {missing}", "give host:port for each version")
         self._ensure_base()
 
-        def change(entry: dict | None) -> tuple[dict, set[str]]:
+        def change(entry: dict | None) -> dict:
             entry = dict(entry or {"versions": []})
             entry["versions"] = sorted(set(entry["versions"]) | _all_versions(state))
             entry["state"] = state.to_dict()
@@ -156,7 +156,7 @@ class EnvoyRouter(TrafficRouter):
                 entry["forgotten"] = forgotten
             else:
                 entry.pop("forgotten", None)
-            return entry, set()
+            return entry
 
         written = self._change_model(state.model, change)
         applied = self._wait_served(state.model, lambda served: served == state, written)
@@ -186,7 +186,7 @@ class EnvoyRouter(TrafficRouter):
         current = self.get_state(model)
         names = {cluster_name(model, version), cluster_name(model, version, shadow=True)}
 
-        def change(entry: dict | None) -> tuple[dict | None, set[str]]:
+        def change(entry: dict | None) -> dict | None:
             written = RoutingState.from_dict(entry["state"]) if entry and entry.get("state") else None
             for routing, what in ((current, "Envoy serves"), (written, "the routing last written is")):
                 if routing is not None and version in routing.versions:
@@ -194,11 +194,11 @@ class EnvoyRouter(TrafficRouter):
                                     f"{routing.describe()})", "move its traffic to other versions first "
                                     "(set_weights, switch, or drop its header route and mirror), then forget it")
             if entry is None or version not in entry.get("versions", []):
-                return None, set()
+                return None
             entry = dict(entry)
             entry["versions"] = [v for v in entry["versions"] if v != version]
             entry["forgotten"] = sorted(set(entry.get("forgotten", [])) | {version})
-            return entry, names
+            return entry
 
         if self._change_model(model, change) is None:
             leftovers = names & self._live_clusters(model)
@@ -236,12 +236,13 @@ class EnvoyRouter(TrafficRouter):
         stored at, None when `change` had nothing to do."""
         for _ in range(self.attempts):
             entry, version = self._record(model)
-            new_entry, dropping = change(entry)
+            new_entry = change(entry)
             if new_entry is None:
                 return None
             steps = [{"type_url": CLUSTER_TYPE, "upserts": {c["name"]: c for c in self._clusters(model, new_entry)}},
                      {"type_url": SCOPE_TYPE, "upserts": {s["name"]: s for s in model_scopes(model, new_entry)},
                       "removals": _alias_scopes_dropped(model, entry, new_entry), "expect": {scope_name(model): version}}]
+            dropping = {c["name"] for c in self._clusters(model, entry)} - set(steps[0]["upserts"])
             if dropping:
                 # Routes stop naming the clusters before the clusters go.
                 steps.append({"type_url": CLUSTER_TYPE, "removals": sorted(dropping)})
@@ -291,14 +292,19 @@ class EnvoyRouter(TrafficRouter):
             raise RoutingError(f"the gateway's control plane {self.control_plane_url} is unreachable: {exc}") from exc
 
     # -- rendering ------------------------------------------------------------------------
-    def _clusters(self, model: str, entry: dict) -> list[dict]:
+    def _clusters(self, model: str, entry: dict | None) -> list[dict]:
+        """Every known version's cluster, and a shadow cluster for the version mirrored to now
+        only (clusters are most of what Envoy renders for each statistics scrape)."""
+        if not entry or not entry.get("state"):
+            return []
         clusters = []
         per_version = entry.get("topology") == "deployment_per_version"
+        mirrored = RoutingState.from_dict(entry["state"]).mirror_version
         for version in entry["versions"]:
             backend = _backend(entry, version)
             clusters.append(cluster_resource(cluster_name(model, version), backend))
             shadow_target = backend if per_version else self.shadow_listener
-            if shadow_target:
+            if shadow_target and version == mirrored:
                 clusters.append(cluster_resource(cluster_name(model, version, shadow=True), shadow_target))
         return clusters
 

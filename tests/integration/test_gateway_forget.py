@@ -53,14 +53,15 @@ def test_a_forgotten_version_is_gone_from_envoy_and_the_others_still_serve(stack
     router.apply(RoutingState(MODEL, {1: 100}, header="x-experiment", header_routes={"B": 3}))
     state = router.apply(RoutingState(MODEL, {1: 90, 2: 10}))
     assert pinned(urls["gateway"], 3).json()["model_version"] == "3"
-    assert {f"{MODEL}_v3", f"{MODEL}_v3_shadow"} <= dumped_clusters(urls["envoy_admin"])
+    assert f"{MODEL}_v3" in dumped_clusters(urls["envoy_admin"])
     assert router.known_versions(MODEL) == {1, 2, 3}
 
     assert router.forget(MODEL, 3) == state
 
     clusters = dumped_clusters(urls["envoy_admin"])
     assert not {f"{MODEL}_v3", f"{MODEL}_v3_shadow"} & clusters
-    assert {f"{MODEL}_v1", f"{MODEL}_v2", f"{MODEL}_v1_shadow", f"{MODEL}_v2_shadow"} <= clusters
+    assert {f"{MODEL}_v1", f"{MODEL}_v2"} <= clusters
+    assert not {c for c in clusters if c.startswith(MODEL) and c.endswith("_shadow")}  # no mirror, no shadow
     assert router.known_versions(MODEL) == {1, 2}
     assert router.get_state(MODEL) == state
     # The gateway answers for v3 itself: the request no longer reaches Triton, which still serves v3.
