@@ -147,7 +147,8 @@ def main() -> None:
             "ratio_largest_to_smallest": round(last["median_ms"] / first["median_ms"], 2),
             "within_1.5x": last["median_ms"] <= 1.5 * first["median_ms"]}
     print(figures["bar"])
-    write_results("routing_scale", figures)
+    # Both configurations keep their own file, to be read side by side.
+    write_results("routing_scale_prometheus_stopped" if args.stop_prometheus else "routing_scale", figures)
 
 
 if __name__ == "__main__":
