@@ -207,7 +207,8 @@ def install_from_store(store: ArtifactStore, repo_root: Path, remote: RemoteVers
         raise ChecksumMismatch(f"{where}/manifest.json changed between listing and download")
     manifest = Manifest.from_bytes(data, where=f"{where}/manifest.json")
     if (manifest.model, manifest.version) != (model, version):
-        raise SpecError("manifest", f"{where}/manifest.json describes {manifest.model} v{manifest.version}",
+        raise SpecError("manifest", f"{where}/manifest.json describes {manifest.model} v{manifest.version} but is "
+                        f"stored as {model} v{version}; installing it would serve one engine under another's name",
                         "republish under the right model and version")
     if runtime is not None:
         check_provenance(manifest.metadata, runtime)

@@ -182,3 +182,40 @@ def test_cli_publishes_and_syncs_with_credentials_from_the_environment(store, bu
     assert real.returncode == 0, real.stderr
     assert [a["kind"] for a in json.loads(real.stdout)["actions"]] == ["install"]
     assert installed_versions(tmp_path / "repo", "m") == [1]
+
+
+def test_a_real_sync_removes_the_directory_of_a_retired_version_and_keeps_the_served_one(store, build, stack,
+                                                                                          triton):
+    model = "retire_lm"
+    repo = __import__("pathlib").Path(stack["model_repository"])
+    for v in (1, 2, 3, 4):
+        publish_engine(build(model, v), store)
+    install_version(build(model, 1), repo)
+    install_version(build(model, 2), repo)
+    triton.load_versions(model, [1])  # v1 serves; v2 is installed and idle
+    try:
+        report = run_sync(store, repo, SyncOptions(models=(model,), keep_latest=2), triton=triton)
+        assert kinds(report) == {(model, 1): KEEP, (model, 2): REMOVE, (model, 3): INSTALL, (model, 4): INSTALL}
+        assert not (repo / model / "2").exists()  # retired: its directory is gone, not just reported
+        assert sorted(p.name for p in (repo / model).iterdir()) == ["1", "3", "4"]
+        assert installed_versions(repo, model) == [1, 3, 4]
+        assert triton.ready_versions(model) == [1, 3, 4]
+    finally:
+        triton.unload_versions(model, triton.ready_versions(model) or [1])
+
+
+def test_a_manifest_stored_under_another_version_is_refused_and_nothing_is_installed(store, build, tmp_path,
+                                                                                       s3_client):
+    """Published as m v2, copied (by hand, or a bad migration) under m/3: installing it as v3
+    would serve v2's engine under v3's name."""
+    publish_engine(build("m", 2), store)
+    for name in ("manifest.json", "engine.tar"):
+        s3_client.copy_object(Bucket=store.bucket, Key=f"engines/m/3/{name}",
+                              CopySource={"Bucket": store.bucket, "Key": f"engines/m/2/{name}"})
+    repo = tmp_path / "repo"
+    report = run_sync(store, repo, SyncOptions(models=("m",), version=3))
+    assert kinds(report) == {("m", 3): FAILED}
+    reason = report.actions[0].reason
+    assert "m v3" in reason and "m v2" in reason, reason  # where it is stored, and what it describes
+    assert installed_versions(repo, "m") == []
+    assert not (repo / "m" / "3").exists() and not (repo / "m" / "2").exists()

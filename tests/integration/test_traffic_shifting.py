@@ -109,3 +109,32 @@ def test_blue_green_switch_sends_nothing_to_the_old_version_and_keeps_it_hot(tri
     assert after.get("1", 0) == before.get("1", 0)
     assert triton.ready_versions(MODEL) == [1, 2]  # the old version stays loaded: switching back is instant
     router.switch(MODEL, 1)
+
+
+def test_a_version_ready_in_triton_that_fails_inference_gets_no_traffic(stack, triton, engines, router, urls):
+    """READY is not enough: a version whose every answer is an error is refused before the
+    gateway changes, and no request reaches it."""
+    from llm_release.engine.faults import Faults, install_faulty_version
+    from llm_release.errors import TritonError
+    from llm_release.model_repo import install_version
+    from llm_release.routing.envoy import cluster_name
+    from llm_release.routing.shift import shift_traffic
+
+    model = "broken_lm"
+    install_version(engines["dir"] / "engine1", stack["model_repository"], model_name=model, version=1)
+    install_faulty_version(engines["dir"] / "engine2", stack["model_repository"], Faults(error_rate=1.0),
+                           model_name=model, version=2)
+    triton.load_versions(model, [1, 2])
+    try:
+        assert triton.ready_versions(model) == [1, 2]  # Triton calls both READY
+        before = router.apply(RoutingState(model, {1: 100}))
+        with pytest.raises(TritonError):
+            shift_traffic(router, RoutingState(model, {1: 90, 2: 10}), triton=triton)
+        assert router.get_state(model) == before  # the gateway never changed
+        sent = send_generate_requests(f"{urls['gateway']}/v2/models/{model}/generate", count=40, concurrency=4)
+        assert sent.errors == 0 and set(sent.by_version) == {"1"}
+        stats = requests.get(f"{urls['envoy_admin']}/stats", timeout=5,
+                             params={"filter": rf"^cluster\.{cluster_name(model, 2)}\.upstream_rq_total$"}).text
+        assert stats.strip() == "" or stats.strip().endswith(": 0"), stats  # no cluster, or one never used
+    finally:
+        triton.unload_versions(model, triton.ready_versions(model))

@@ -15,10 +15,46 @@ def test_load_is_idempotent_and_keeps_both_versions(triton, loaded):
     assert triton.ready_versions(MODEL) == [1, 2]
 
 
-def test_probe_checks_the_answering_version(triton, loaded):
-    for version in (1, 2):
-        probe = triton.probe(MODEL, version)
-        assert probe.version == version and probe.text
+def test_probe_checks_the_answering_version(stack, triton, loaded):
+    """A misrouting front (a gateway or proxy sending version 2's requests to version 1) is
+    caught: the answer names the version that produced it, and the probe compares."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import requests
+
+    from llm_release.triton_control import TritonControl
+
+    upstream = stack["components"]["triton"]["url"]
+
+    class Misrouting(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            resp = requests.post(upstream + self.path.replace("/versions/2/", "/versions/1/"), data=body,
+                                 headers={"Content-Type": "application/json"}, timeout=30)
+            self.send_response(resp.status_code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(resp.content)))
+            self.end_headers()
+            self.wfile.write(resp.content)
+
+        do_GET = do_POST
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Misrouting)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        for version in (1, 2):  # straight to Triton: each version answers for itself
+            probe = triton.probe(MODEL, version)
+            assert probe.version == version and probe.text
+        behind = TritonControl(f"http://127.0.0.1:{proxy.server_address[1]}")
+        assert behind.probe(MODEL, 1).version == 1
+        with pytest.raises(TritonError, match="v2 was answered by version '1'"):
+            behind.probe(MODEL, 2)
+    finally:
+        proxy.shutdown()
 
 
 def test_missing_version_directory_is_a_clear_error_and_serving_versions_stay(triton, loaded):
