@@ -81,3 +81,50 @@ def test_streaming_through_gateway_sends_tokens_as_they_come(urls, loaded):
 def test_repository_api_is_not_exposed_on_the_gateway(urls):
     resp = requests.post(f"{urls['gateway']}/v2/repository/index", json={}, timeout=10)
     assert resp.status_code == 403
+
+
+def test_a_change_another_envoy_acknowledged_is_not_taken_for_what_this_gateway_serves(stack, urls, router, tmp_path):
+    """The router is given this gateway's admin API but a control plane feeding another Envoy (a
+    mixed-up connection): the change is acknowledged over there, and the read-back of what THIS
+    gateway serves refuses to call it done; this gateway's routing is untouched."""
+    import subprocess
+    import time
+
+    from llm_release.errors import RoutingError
+    from llm_release.routing.envoy import EnvoyRouter
+    from llm_release.routing.state import RoutingState
+    from llm_release.stack import envoy, xds
+    from llm_release.stack.processes import free_port
+
+    model = "mixed_up_lm"
+    router.apply(RoutingState(model, {1: 100}))  # what this gateway serves
+    grpc_port, http_port, listen, admin, shadow = (free_port() for _ in range(5))
+    plane = subprocess.Popen(xds.xds_argv(xds.find_xds_python(), tmp_path / "store", grpc_port=grpc_port,
+                                          http_port=http_port), cwd=xds.REPO_ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.STDOUT)
+    boot = envoy.write_bootstrap(tmp_path, listen_port=listen, admin_port=admin, shadow_port=shadow,
+                                 control_plane=("127.0.0.1", grpc_port))
+    other = subprocess.Popen(envoy.envoy_argv(envoy.find_envoy(), boot, base_id=admin, log_path=tmp_path / "access.log"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{admin}/ready", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the second Envoy did not become ready"
+            time.sleep(0.1)
+        mixed = EnvoyRouter(f"http://127.0.0.1:{http_port}", urls["envoy_admin"], router.upstream, timeout_s=2.0,
+                            shadow_listener=router.shadow_listener)
+        with pytest.raises(RoutingError, match="Envoy serves .*expected"):
+            mixed.apply(RoutingState(model, {2: 100}))
+        assert router.get_state(model) == RoutingState(model, {1: 100})
+        # the other Envoy did take it: the acknowledgement was real, just not this gateway's
+        other_router = EnvoyRouter(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{admin}", router.upstream)
+        assert other_router.get_state(model) == RoutingState(model, {2: 100})
+    finally:
+        for proc in (other, plane):
+            proc.terminate()
+            proc.wait(timeout=10)
