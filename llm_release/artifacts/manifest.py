@@ -61,6 +61,14 @@ class Manifest:
         return "sha256:" + self.checksum("sha256")
 
     @property
+    def archive_object(self) -> str:
+        """The name the archive is stored under: derived from this manifest's digest, so two
+        publishers of one version with different bytes never write the same object, and the
+        manifest's conditional write alone decides which archive becomes the version. Versions
+        published before this naming have theirs under `engine.tar` (ARCHIVE_FILE)."""
+        return f"engine-{self.checksum('sha256')}.tar"
+
+    @property
     def properties(self) -> dict[str, str]:
         """What stores attach as searchable properties/metadata of a published version."""
         meta = self.metadata

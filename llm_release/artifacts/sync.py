@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from llm_release.artifacts.archive import extract_verified
-from llm_release.artifacts.manifest import Manifest
+from llm_release.artifacts.manifest import ARCHIVE_FILE, Manifest
 from llm_release.artifacts.stores.base import ArtifactStore, Listing, ProgressLog, RemoteVersion, human_bytes
 from llm_release.errors import ArtifactError, ArtifactNotFound, ChecksumMismatch, LLMReleaseError, SpecError
 from llm_release.model_repo import install_staged, installed_versions, remove_version
@@ -216,10 +216,17 @@ def install_from_store(store: ArtifactStore, repo_root: Path, remote: RemoteVers
 
     def stage(tmp: Path) -> None:
         archive = tmp.parent / f"{tmp.name}.tar"  # same filesystem; a leftover is cleaned like tmp
+        progress = ProgressLog(log, f"download {model} v{version}")
+        name = manifest.archive_object
         try:
-            store.download_archive(model, version, archive, progress=ProgressLog(log, f"download {model} v{version}"))
+            try:
+                store.download_archive(model, version, archive, progress=progress, name=name)
+            except ArtifactNotFound:
+                # published before archives were named by their manifest's digest
+                name = ARCHIVE_FILE
+                store.download_archive(model, version, archive, progress=progress, name=name)
             counts["bytes"] = archive.stat().st_size
-            extract_verified(archive, tmp, manifest.files, where=f"{where}/engine.tar")
+            extract_verified(archive, tmp, manifest.files, where=f"{where}/{name}")
         finally:
             archive.unlink(missing_ok=True)
 

@@ -139,7 +139,8 @@ def test_a_corrupted_archive_is_caught_and_nothing_is_installed(store, build, tm
     pack_engine(engine, archive)
     data = bytearray(archive.read_bytes())
     data[2048] ^= 0xFF  # one byte of the first file's contents
-    s3_client.put_object(Bucket=store.bucket, Key="engines/m/1/engine.tar", Body=bytes(data))
+    key = f"engines/m/1/{Manifest.of_engine_dir(engine).archive_object}"
+    s3_client.put_object(Bucket=store.bucket, Key=key, Body=bytes(data))
     repo = tmp_path / "repo"
     report = run_sync(store, repo)
     assert kinds(report) == {("m", 1): FAILED}
@@ -209,7 +210,7 @@ def test_a_manifest_stored_under_another_version_is_refused_and_nothing_is_insta
     """Published as m v2, copied (by hand, or a bad migration) under m/3: installing it as v3
     would serve v2's engine under v3's name."""
     publish_engine(build("m", 2), store)
-    for name in ("manifest.json", "engine.tar"):
+    for name in ("manifest.json", Manifest.of_engine_dir(build("m", 2)).archive_object):
         s3_client.copy_object(Bucket=store.bucket, Key=f"engines/m/3/{name}",
                               CopySource={"Bucket": store.bucket, "Key": f"engines/m/2/{name}"})
     repo = tmp_path / "repo"
@@ -219,3 +220,112 @@ def test_a_manifest_stored_under_another_version_is_refused_and_nothing_is_insta
     assert "m v3" in reason and "m v2" in reason, reason  # where it is stored, and what it describes
     assert installed_versions(repo, "m") == []
     assert not (repo / "m" / "3").exists() and not (repo / "m" / "2").exists()
+
+
+class _PausingStore:
+    """The real S3 store, but the first publisher stops between its "not published yet" check and
+    its archive upload until told to go on: the other publisher then publishes whole, and this
+    one's archive upload comes after the winner's (the interleaving that used to overwrite it)."""
+
+    def __init__(self, store, checked, go):
+        self._store, self._checked, self._go = store, checked, go
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def upload_archive(self, *args, **kwargs):
+        self._checked.set()
+        assert self._go.wait(60)
+        self._store.upload_archive(*args, **kwargs)
+
+
+def _archives(s3_client, store, model, version) -> set[str]:
+    listed = s3_client.list_objects_v2(Bucket=store.bucket, Prefix=f"engines/{model}/{version}/").get("Contents", [])
+    return {o["Key"].rpartition("/")[2] for o in listed if o["Key"].endswith(".tar")}
+
+
+def test_two_publishers_racing_for_one_version_leave_one_consistent_version(store, build, tmp_path, s3_client):
+    import threading
+
+    from llm_release.model_repo import metadata_of
+
+    first, second = build("race", 1, seed=1), build("race", 1, seed=2)  # TensorRT builds differ too
+    checked, go = threading.Event(), threading.Event()
+    outcome = {}
+
+    def slow_publisher():
+        try:
+            outcome["first"] = publish_engine(first, _PausingStore(store, checked, go))
+        except ArtifactImmutable as exc:
+            outcome["first"] = exc
+
+    worker = threading.Thread(target=slow_publisher)
+    worker.start()
+    assert checked.wait(60)
+    won = publish_engine(second, store)  # passes its check too, and publishes first
+    go.set()
+    worker.join(60)
+    lost = outcome["first"]
+    assert won.uploaded and isinstance(lost, ArtifactImmutable)
+    mine, theirs = Manifest.of_engine_dir(first).digest, Manifest.of_engine_dir(second).digest
+    assert mine in str(lost) and theirs in str(lost)  # both digests named
+    # what the winner published is whole: its manifest, its archive, and the loser's archive gone
+    assert Manifest.from_bytes(store.fetch_manifest("race", 1)).digest == theirs
+    assert _archives(s3_client, store, "race", 1) == {Manifest.of_engine_dir(second).archive_object}
+    repo = tmp_path / "repo"
+    assert kinds(run_sync(store, repo)) == {("race", 1): INSTALL}
+    assert Manifest.for_engine(metadata_of(repo, "race", 1)).digest == theirs
+
+
+def test_publishers_started_together_many_times_end_with_one_version_each(store, build, tmp_path, s3_client):
+    import threading
+
+    engines = (build("race", 1, seed=1), build("race", 1, seed=2))
+    digests = {Manifest.of_engine_dir(e).digest for e in engines}
+    for version in range(2, 12):
+        pair = [build("race", version, seed=1), build("race", version, seed=2)]
+        start = threading.Barrier(2)
+        results = [None, None]
+
+        def run(i):
+            start.wait()
+            try:
+                results[i] = publish_engine(pair[i], store)
+            except ArtifactImmutable as exc:
+                results[i] = exc
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        won = [r for r in results if not isinstance(r, Exception)]
+        lost = [r for r in results if isinstance(r, ArtifactImmutable)]
+        assert len(won) == 1 and len(lost) == 1, results
+        published = Manifest.from_bytes(store.fetch_manifest("race", version))
+        assert published.digest == won[0].manifest_digest
+        assert _archives(s3_client, store, "race", version) == {published.archive_object}
+    report = run_sync(store, tmp_path / "repo", SyncOptions(keep_latest=20))
+    assert {a.kind for a in report.actions} == {INSTALL} and not report.failed
+    assert len(digests) == 2
+
+
+def test_a_version_published_before_archives_were_named_by_digest_still_syncs(store, build, tmp_path):
+    from llm_release.artifacts.archive import pack_engine
+    from llm_release.artifacts.manifest import ARCHIVE_FILE
+    from llm_release.metadata import sha256_file
+
+    engine = build("legacy", 1)
+    manifest = Manifest.of_engine_dir(engine)
+    archive = tmp_path / "engine.tar"
+    pack_engine(engine, archive)
+    # the layout every earlier release wrote: <model>/<version>/engine.tar
+    store.upload_archive("legacy", 1, archive, sha256=sha256_file(archive), properties=manifest.properties,
+                         name=ARCHIVE_FILE)
+    store.upload_manifest("legacy", 1, manifest.to_bytes(), properties=manifest.properties)
+    repo = tmp_path / "repo"
+    report = run_sync(store, repo)
+    assert kinds(report) == {("legacy", 1): INSTALL} and not report.failed
+    assert installed_versions(repo, "legacy") == [1]
+    assert kinds(run_sync(store, repo)) == {("legacy", 1): UNCHANGED}
+    assert publish_engine(engine, store).uploaded is False  # the same engine again: a no-op, as before

@@ -173,8 +173,12 @@ class ArtifactoryStore(ArtifactStore):
             log.info("%s does not exist yet: nothing is published there", self.describe())
             return listing
         files = [f for f in response.json().get("files", []) if str(f.get("folder")).lower() != "true"]
-        sizes = {f["uri"].strip("/").rpartition("/")[0]: int(f["size"]) for f in files
-                 if f["uri"].rpartition("/")[2] == ARCHIVE_FILE}
+        sizes: dict[str, int | None] = {}
+        for f in files:
+            folder, _, name = f["uri"].strip("/").rpartition("/")
+            if name == ARCHIVE_FILE or (name.startswith("engine-") and name.endswith(".tar")):
+                # several archives in one version: which the manifest names is known once read
+                sizes[folder] = int(f["size"]) if folder not in sizes else None
         for entry in files:
             relative = entry["uri"].strip("/")
             if relative.rpartition("/")[2] != MANIFEST_FILE:
@@ -202,13 +206,14 @@ class ArtifactoryStore(ArtifactStore):
                               missing_ok=True)
         return None if response is None else response.content
 
-    def download_archive(self, model: str, version: int, dest: Path, progress: ProgressFn | None = None) -> int:
+    def download_archive(self, model: str, version: int, dest: Path, progress: ProgressFn | None = None, *,
+                         name: str = ARCHIVE_FILE) -> int:
         """Stream the archive to `dest`, checking the bytes written against `X-Checksum-Sha256`.
 
         A transfer that breaks half-way is restarted from the beginning (the GET is idempotent);
         a checksum difference is not retried: it means the stored bytes are not the deployed ones.
         """
-        path = self.item_path(model, version, ARCHIVE_FILE)
+        path = self.item_path(model, version, name)
         written = 0
 
         def write(response: requests.Response) -> None:
@@ -239,10 +244,11 @@ class ArtifactoryStore(ArtifactStore):
         return done
 
     def upload_archive(self, model: str, version: int, source: Path, *, sha256: str,
-                       properties: dict[str, str], progress: ProgressFn | None = None) -> None:
+                       properties: dict[str, str], progress: ProgressFn | None = None,
+                       name: str = ARCHIVE_FILE) -> None:
         """Deploy the archive with its checksums; an identical archive already there is left alone,
         and a published version's archive is never replaced by other bytes."""
-        path = self.item_path(model, version, ARCHIVE_FILE)
+        path = self.item_path(model, version, name)
         checksums = _file_checksums(Path(source))
         if checksums["sha256"] != _strip_algorithm(sha256):
             raise ChecksumMismatch(f"{source}: sha256 is {checksums['sha256']}, the caller expected "

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from llm_release.artifacts.manifest import ARCHIVE_FILE
 from llm_release.metadata import MODEL_NAME
 
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -86,13 +87,21 @@ class ArtifactStore(abc.ABC):
         """The manifest's bytes, or None when the version is not (completely) published."""
 
     @abc.abstractmethod
-    def download_archive(self, model: str, version: int, dest: Path, progress: ProgressFn | None = None) -> int:
-        """Write the archive to `dest`; return bytes written."""
+    def download_archive(self, model: str, version: int, dest: Path, progress: ProgressFn | None = None, *,
+                         name: str = ARCHIVE_FILE) -> int:
+        """Write the archive stored as `name` to `dest`; return bytes written (ArtifactNotFound
+        when there is none of that name)."""
 
     @abc.abstractmethod
     def upload_archive(self, model: str, version: int, source: Path, *, sha256: str,
-                       properties: dict[str, str], progress: ProgressFn | None = None) -> None:
-        """Upload the archive (not yet visible to syncs: the manifest is not there)."""
+                       properties: dict[str, str], progress: ProgressFn | None = None,
+                       name: str = ARCHIVE_FILE) -> None:
+        """Upload the archive as `name` (not yet visible to syncs: the manifest is not there)."""
+
+    def remove_archive(self, model: str, version: int, name: str) -> None:
+        """Delete an archive no manifest names (a publisher that lost the race for a version
+        removes its own). Stores that cannot say so; the caller then lists it as left behind."""
+        raise NotImplementedError(f"{self.kind} stores do not remove archives")
 
     @abc.abstractmethod
     def upload_manifest(self, model: str, version: int, data: bytes, *, properties: dict[str, str]) -> None:

@@ -416,7 +416,10 @@ class OciStore(ArtifactStore):
         self._get_blob(*found, buffer, None)
         return buffer.getvalue()
 
-    def download_archive(self, model: str, version: int, dest: Path, progress: ProgressFn | None = None) -> int:
+    def download_archive(self, model: str, version: int, dest: Path, progress: ProgressFn | None = None, *,
+                         name: str = ARCHIVE_FILE) -> int:
+        # The engine layer is found through the version's tag; blobs are content-addressed, so the
+        # archive's name is only its title.
         found = self._layer(model, version, ENGINE_LAYER_TYPE)
         if found is None:
             raise ArtifactNotFound(f"{self.describe()}/{model}: version {version} is not published")
@@ -461,7 +464,8 @@ class OciStore(ArtifactStore):
         self.http.call(f"uploading blob {blob.digest}", repo, upload)
 
     def upload_archive(self, model: str, version: int, source: Path, *, sha256: str,
-                       properties: dict[str, str], progress: ProgressFn | None = None) -> None:
+                       properties: dict[str, str], progress: ProgressFn | None = None,
+                       name: str = ARCHIVE_FILE) -> None:
         """Push engine.tar as a blob; it stays unreferenced (invisible) until upload_manifest,
         whose OCI manifest carries the properties as annotations."""
         repo = self.repository(model)

@@ -82,10 +82,13 @@ class S3Store(ArtifactStore):
                 listing.requests += 1
                 for obj in page.get("Contents", []):
                     relative = obj["Key"][len(base):]
-                    if relative.endswith("/" + ARCHIVE_FILE):
-                        parsed = parse_manifest_key(relative[: -len(ARCHIVE_FILE)] + MANIFEST_FILE)
+                    folder, _, name = relative.rpartition("/")
+                    if name == ARCHIVE_FILE or (name.startswith("engine-") and name.endswith(".tar")):
+                        parsed = parse_manifest_key(f"{folder}/{MANIFEST_FILE}")
                         if isinstance(parsed, tuple):
-                            sizes[parsed] = obj["Size"]
+                            # One archive: its size. Several (a publisher that lost a race left its
+                            # own): which one the manifest names is known once it is read.
+                            sizes[parsed] = obj["Size"] if parsed not in sizes else None
                         continue
                     if not relative.endswith(MANIFEST_FILE):
                         continue
@@ -116,10 +119,11 @@ class S3Store(ArtifactStore):
                 return None
             self._fail(exc, f"reading the manifest of {model} v{version}")
 
-    def download_archive(self, model: str, version: int, dest: Path, progress: ProgressFn | None = None) -> int:
+    def download_archive(self, model: str, version: int, dest: Path, progress: ProgressFn | None = None, *,
+                         name: str = ARCHIVE_FILE) -> int:
         from botocore.exceptions import ClientError
 
-        key = self._key(model, version, ARCHIVE_FILE)
+        key = self._key(model, version, name)
         try:
             total = self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
             self.client.download_file(self.bucket, key, str(dest), Callback=_byte_counter(total, progress),
@@ -130,17 +134,26 @@ class S3Store(ArtifactStore):
 
     # -- writes ---------------------------------------------------------------------------
     def upload_archive(self, model: str, version: int, source: Path, *, sha256: str,
-                       properties: dict[str, str], progress: ProgressFn | None = None) -> None:
+                       properties: dict[str, str], progress: ProgressFn | None = None,
+                       name: str = ARCHIVE_FILE) -> None:
         from botocore.exceptions import ClientError
 
         callback = _byte_counter(Path(source).stat().st_size, progress)
         metadata = _s3_metadata({**properties, "archive_sha256": sha256})
         try:
-            self.client.upload_file(str(source), self.bucket, self._key(model, version, ARCHIVE_FILE),
+            self.client.upload_file(str(source), self.bucket, self._key(model, version, name),
                                     ExtraArgs={"Metadata": metadata, "ContentType": "application/x-tar"},
                                     Callback=callback, Config=self._transfer_config())
         except ClientError as exc:
             self._fail(exc, f"uploading {model} v{version}")
+
+    def remove_archive(self, model: str, version: int, name: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(model, version, name))
+        except ClientError as exc:
+            self._fail(exc, f"removing {name} of {model} v{version}")
 
     def upload_manifest(self, model: str, version: int, data: bytes, *, properties: dict[str, str]) -> None:
         from botocore.exceptions import ClientError
