@@ -106,10 +106,19 @@ class ArtifactoryDouble(ThreadedDouble):
     """Serves one generic local repository at `base_url` (`http://127.0.0.1:<port>/artifactory`)."""
 
     def __init__(self, *, repo: str = "llm-generic-local", token: str = "test-token",
-                 users: dict[str, str] | None = None):
+                 users: dict[str, str] | None = None, checksum_policy: str = "client",
+                 redirect_downloads: bool = False):
+        """`checksum_policy`: the repository's checksum policy as Artifactory names it: "client"
+        refuses a deploy whose checksum headers do not match the bytes (409); "server" stores
+        the bytes anyway and records their real checksums. `redirect_downloads`: downloads answer
+        302 to a storage URL (as with download redirect to cloud storage), which serves the
+        bytes without Artifactory's checksum headers."""
         self.repo = repo
         self.token = token
         self.users = dict(users or {})
+        self.checksum_policy = checksum_policy
+        self.redirect_downloads = redirect_downloads
+        self._damage: list[re.Pattern] = []
         self.requests: list[tuple[str, str]] = []  # (method, path?query), matrix params removed
         self._files: dict[str, StoredFile] = {}
         self._faults: list[_Fault] = []
@@ -126,6 +135,11 @@ class ArtifactoryDouble(ThreadedDouble):
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/artifactory"
+
+    @property
+    def storage_base_url(self) -> str:
+        """Where redirected downloads go (another "host" in production: cloud storage)."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}/_storage"
 
     # -- test controls --------------------------------------------------------------------------
 
@@ -151,6 +165,12 @@ class ArtifactoryDouble(ThreadedDouble):
         """Store a file directly, as another client would have deployed it."""
         with self._lock:
             self._files[path.strip("/")] = StoredFile(data, _checksums(data), dict(properties or {}))
+
+    def damage_next_deploy(self, pattern: str) -> None:
+        """The next deploy whose path matches `pattern` arrives with one byte flipped (as bytes
+        damaged in transit would), after the client computed its checksum headers."""
+        with self._lock:
+            self._damage.append(re.compile(pattern))
 
     def corrupt(self, path: str) -> None:
         """Flip one byte of a stored file; its recorded checksums stay as deployed."""
@@ -194,20 +214,32 @@ class ArtifactoryDouble(ThreadedDouble):
         rest = self._repo_path(path)
         if not rest:
             raise _HttpError(400, "Cannot deploy to the repository root")
+        with self._lock:
+            damage = next((p for p in self._damage if p.search(rest)), None)
+            if damage is not None:
+                self._damage.remove(damage)
+        if damage is not None and data:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
         actual = _checksums(data)
-        for header, algorithm in (("X-Checksum-Sha256", "sha256"), ("X-Checksum-Sha1", "sha1")):
-            self._check_sent(headers.get(header), actual[algorithm], algorithm)
+        original = dict(actual)
+        if self.checksum_policy == "client":
+            for header, algorithm in (("X-Checksum-Sha256", "sha256"), ("X-Checksum-Sha1", "sha1")):
+                self._check_sent(headers.get(header), actual[algorithm], algorithm)
+        else:  # "server": the bytes as they arrived are stored; what the client sent is recorded
+            original.update({a: headers[h].lower() for h, a in (("X-Checksum-Sha256", "sha256"),
+                                                               ("X-Checksum-Sha1", "sha1")) if headers.get(h)})
         generic = headers.get("X-Checksum")
         if generic:
             by_length = {32: "md5", 40: "sha1", 64: "sha256"}.get(len(generic))
             if by_length is None:
                 raise _HttpError(400, f"Unrecognized checksum length in X-Checksum: {len(generic)}")
-            self._check_sent(generic, actual[by_length], by_length)
+            if self.checksum_policy == "client":
+                self._check_sent(generic, actual[by_length], by_length)
         with self._lock:
             self._files[rest] = StoredFile(data, actual, properties, created_by=user)
         return {"repo": self.repo, "path": f"/{rest}", "created": _now(), "createdBy": user,
                 "downloadUri": f"{self.base_url}/{self.repo}/{rest}", "mimeType": "application/octet-stream",
-                "size": str(len(data)), "checksums": actual, "originalChecksums": actual,
+                "size": str(len(data)), "checksums": actual, "originalChecksums": original,
                 "uri": f"{self.base_url}/{self.repo}/{rest}"}
 
     @staticmethod
@@ -293,6 +325,18 @@ class _Handler(DoubleHandler):
         injected faults, authentication, and the endpoint."""
         body = self._read_body()
         raw_path, _, raw_query = self.path.partition("?")
+        if raw_path.startswith("/_storage/") and self.command == "GET":
+            # the cloud storage a redirected download lands on: bytes only, no Artifactory headers
+            try:
+                stored = self.double.download(raw_path[len("/_storage"):])
+            except _HttpError as exc:
+                return self._error(exc.status, exc.message)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(stored.data)))
+            self.end_headers()
+            self.wfile.write(stored.data)
+            return
         if not raw_path.startswith("/artifactory/"):
             return self._error(404, "Not Found")
         clean_path, properties = _split_matrix(raw_path[len("/artifactory"):])
@@ -318,7 +362,13 @@ class _Handler(DoubleHandler):
             raise _HttpError(404, "Not Found")
         if self.command == "PUT":
             return self._json(201, self.double.deploy(clean_path, body, self.headers, properties, user))
-        self._send_file(self.double.download(clean_path))
+        stored = self.double.download(clean_path)
+        if self.double.redirect_downloads:
+            self.send_response(302)
+            self.send_header("Location", f"{self.double.storage_base_url}{clean_path}")
+            self.send_header("Content-Length", "0")
+            return self.end_headers()
+        self._send_file(stored)
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":

@@ -276,3 +276,36 @@ def test_sync_from_artifactory_installs_once_then_moves_nothing(double, store, e
     assert [a.kind for a in second.actions] == ["unchanged"]
     assert second.bytes_downloaded == 0
     assert double.count("GET") - gets_before == 1  # the one listing
+
+
+def test_bytes_damaged_on_the_way_are_refused_even_where_the_server_accepts_them(engine):
+    """Under the "server" checksum policy Artifactory stores what arrived and answers 201: the
+    client compares the checksums in that answer with what it sent, and publishes nothing."""
+    from llm_release.artifacts.publish import publish_engine
+    from llm_release.errors import ChecksumMismatch
+
+    with ArtifactoryDouble(checksum_policy="server") as server:
+        store = make_store(server)
+        server.damage_next_deploy(r"\.tar$")
+        with pytest.raises(ChecksumMismatch, match="damaged on the way"):
+            publish_engine(engine["dir"], store)
+        assert store.fetch_manifest(MODEL, VERSION) is None  # invisible: no sync can pick it up
+        assert publish_engine(engine["dir"], store).uploaded  # a retry deploys it whole
+        assert (MODEL, VERSION) in store.list_published().versions
+
+
+def test_a_redirected_download_is_still_verified(engine, tmp_path):
+    """With download redirect on, the bytes come from storage without X-Checksum-Sha256: the
+    client asks Artifactory for the sha256 instead of skipping the check."""
+    from llm_release.errors import ChecksumMismatch
+
+    with ArtifactoryDouble(redirect_downloads=True) as server:
+        store = make_store(server)
+        publish(store, engine)
+        written = store.download_archive(MODEL, VERSION, tmp_path / "engine.tar")
+        assert written == engine["archive"].stat().st_size
+        assert server.count("GET", r"^/api/storage/.*engine\.tar$") >= 1  # the checksum came from the API
+        server.corrupt(ARCHIVE_PATH)
+        with pytest.raises(ChecksumMismatch):
+            store.download_archive(MODEL, VERSION, tmp_path / "again.tar")
+        assert not (tmp_path / "again.tar").exists()

@@ -227,6 +227,16 @@ class ArtifactoryStore(ArtifactStore):
                         progress: ProgressFn | None) -> int:
         total = int(response.headers.get("Content-Length") or 0)
         expected = (response.headers.get("X-Checksum-Sha256") or "").lower()
+        if not expected:
+            # A download redirected to cloud storage (large files, "download redirect" on) comes
+            # without Artifactory's checksum headers: ask Artifactory for the file's sha256
+            # instead of trusting the bytes unchecked.
+            info = self._call("GET", self._storage_url(path)).json()
+            expected = str(info.get("checksums", {}).get("sha256") or "").lower()
+            if not expected:
+                raise ChecksumMismatch(f"{self.repo}/{path}: Artifactory records no sha256 for it and the download "
+                                       "carried none; its bytes cannot be verified: redeploy it (or publish a new "
+                                       "version)")
         digest = hashlib.sha256()
         done = 0
         with open(dest, "wb") as out:
@@ -308,8 +318,15 @@ class ArtifactoryStore(ArtifactStore):
         headers, and the properties as matrix parameters."""
         headers = {"X-Checksum-Sha256": checksums["sha256"], "X-Checksum-Sha1": checksums["sha1"],
                    "X-Checksum": checksums["md5"], "Content-Type": "application/octet-stream"}
-        self._call("PUT", self._artifact_url(path, properties), headers=headers,
-                   data=lambda: _ProgressReader(open_source(), size, progress))
+        response = self._call("PUT", self._artifact_url(path, properties), headers=headers,
+                              data=lambda: _ProgressReader(open_source(), size, progress))
+        # Under a repository's "server" checksum policy Artifactory stores what arrived even when
+        # it does not match the headers: compare what it says it stored with what was sent.
+        stored = (response.json().get("checksums") or {}) if response is not None else {}
+        if str(stored.get("sha256", "")).lower() != checksums["sha256"]:
+            raise ChecksumMismatch(f"{self.repo}/{path}: Artifactory stored sha256 {stored.get('sha256')!r}, this "
+                                   f"client sent {checksums['sha256']}: the bytes were damaged on the way; "
+                                   "publish again (nothing refers to the damaged file yet)")
         log.info("deployed %s/%s (%d bytes) to %s", self.repo, path, size, _redact(self.base_url))
 
     def _call(self, method: str, url: str, *, headers: dict | None = None,
