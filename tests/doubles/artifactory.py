@@ -107,18 +107,26 @@ class ArtifactoryDouble(ThreadedDouble):
 
     def __init__(self, *, repo: str = "llm-generic-local", token: str = "test-token",
                  users: dict[str, str] | None = None, checksum_policy: str = "client",
-                 redirect_downloads: bool = False):
+                 redirect_downloads: bool = False, permissions: dict[str, set[str]] | None = None,
+                 hide_unauthorized: bool = False):
         """`checksum_policy`: the repository's checksum policy as Artifactory names it: "client"
         refuses a deploy whose checksum headers do not match the bytes (409); "server" stores
         the bytes anyway and records their real checksums. `redirect_downloads`: downloads answer
         302 to a storage URL (as with download redirect to cloud storage), which serves the
-        bytes without Artifactory's checksum headers."""
+        bytes without Artifactory's checksum headers. `permissions`: user ("token-user" for the
+        access token) -> the subset of {"read", "deploy", "delete", "annotate"} it holds on the
+        repository (default: all). Deploying over a file with other bytes needs "delete", deploying
+        with properties "annotate"; refusals are 403, or 404 with `hide_unauthorized` (Artifactory's
+        "hide existence of unauthorized resources")."""
         self.repo = repo
         self.token = token
         self.users = dict(users or {})
         self.checksum_policy = checksum_policy
         self.redirect_downloads = redirect_downloads
         self._damage: list[re.Pattern] = []
+        self.permissions = permissions
+        self.hide_unauthorized = hide_unauthorized
+        self._landing: list[tuple[re.Pattern, bytes]] = []
         self.requests: list[tuple[str, str]] = []  # (method, path?query), matrix params removed
         self._files: dict[str, StoredFile] = {}
         self._faults: list[_Fault] = []
@@ -172,6 +180,21 @@ class ArtifactoryDouble(ThreadedDouble):
         with self._lock:
             self._damage.append(re.compile(pattern))
 
+    def land_first(self, pattern: str, data: bytes) -> None:
+        """The next deploy whose path matches `pattern` finds `data` already there, as if another
+        publisher's deploy had landed a moment before it."""
+        with self._lock:
+            self._landing.append((re.compile(pattern), data))
+
+    def _require(self, user: str, permission: str, rest: str, why: str = "") -> None:
+        held = {"read", "deploy", "delete", "annotate"} if self.permissions is None else \
+            self.permissions.get(user, set())
+        if permission not in held:
+            if self.hide_unauthorized:
+                raise _HttpError(404, "File not found.")
+            raise _HttpError(403, f"Not enough permissions to {why or permission} '{self.repo}:{rest}' "
+                                  f"(user: '{user}' needs {permission.upper()} permission).")
+
     def corrupt(self, path: str) -> None:
         """Flip one byte of a stored file; its recorded checksums stay as deployed."""
         with self._lock:
@@ -214,13 +237,23 @@ class ArtifactoryDouble(ThreadedDouble):
         rest = self._repo_path(path)
         if not rest:
             raise _HttpError(400, "Cannot deploy to the repository root")
+        self._require(user, "deploy", rest, "deploy")
+        if properties:
+            self._require(user, "annotate", rest, "annotate")
         with self._lock:
             damage = next((p for p in self._damage if p.search(rest)), None)
             if damage is not None:
                 self._damage.remove(damage)
+            landing = next((entry for entry in self._landing if entry[0].search(rest)), None)
+            if landing is not None:
+                self._landing.remove(landing)
+                self._files[rest] = StoredFile(landing[1], _checksums(landing[1]), {}, created_by="another-publisher")
+            existing = self._files.get(rest)
         if damage is not None and data:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         actual = _checksums(data)
+        if existing is not None and existing.checksums["sha256"] != actual["sha256"]:
+            self._require(user, "delete", rest, "delete/overwrite artifact")
         original = dict(actual)
         if self.checksum_policy == "client":
             for header, algorithm in (("X-Checksum-Sha256", "sha256"), ("X-Checksum-Sha1", "sha1")):
@@ -248,8 +281,11 @@ class ArtifactoryDouble(ThreadedDouble):
             raise _HttpError(409, f"Checksum policy violation: the client sent {algorithm} '{sent}' "
                                   f"but the actual {algorithm} of the uploaded content is '{actual}'")
 
-    def download(self, path: str) -> StoredFile:
-        stored = self.file(self._repo_path(path))
+    def download(self, path: str, user: str | None = None) -> StoredFile:
+        rest = self._repo_path(path)
+        if user is not None:
+            self._require(user, "read", rest, "read")
+        stored = self.file(rest)
         if stored is None:
             raise _HttpError(404, "File not found.")
         return stored
@@ -362,7 +398,7 @@ class _Handler(DoubleHandler):
             raise _HttpError(404, "Not Found")
         if self.command == "PUT":
             return self._json(201, self.double.deploy(clean_path, body, self.headers, properties, user))
-        stored = self.double.download(clean_path)
+        stored = self.double.download(clean_path, user)
         if self.double.redirect_downloads:
             self.send_response(302)
             self.send_header("Location", f"{self.double.storage_base_url}{clean_path}")

@@ -309,3 +309,44 @@ def test_a_redirected_download_is_still_verified(engine, tmp_path):
         with pytest.raises(ChecksumMismatch):
             store.download_archive(MODEL, VERSION, tmp_path / "again.tar")
         assert not (tmp_path / "again.tar").exists()
+
+
+PUBLISHER = {"token-user": {"read", "deploy", "annotate"}}  # least privilege: no Delete
+
+
+@pytest.fixture(scope="module")
+def other_engine(tmp_path_factory):
+    """The same model and version built from another checkpoint (engine builds differ too)."""
+    work = tmp_path_factory.mktemp("artifactory-other")
+    checkpoint = make_reference_checkpoint(work / "ckpt", seed=8)
+    build_engine(checkpoint, work / "engine", PARAMS, model_name=MODEL, version=VERSION)
+    return {"dir": work / "engine", "manifest": Manifest.of_engine_dir(work / "engine")}
+
+
+@pytest.mark.parametrize("hide", [False, True])
+def test_a_publisher_token_without_delete_loses_a_race_cleanly_instead_of_overwriting(engine, other_engine, hide):
+    """Both publishers passed the "not published" check; the other one's manifest lands first.
+    Replacing it needs Delete, which a publisher's token does not have: the refusal (403, or 404
+    where unauthorized items are hidden) becomes ArtifactImmutable naming both, and the
+    version stays the other publisher's, whole."""
+    from llm_release.artifacts.publish import publish_engine
+
+    theirs = other_engine["manifest"].to_bytes()
+    with ArtifactoryDouble(permissions=PUBLISHER, hide_unauthorized=hide) as server:
+        store = make_store(server)
+        server.land_first(r"manifest\.json$", theirs)
+        with pytest.raises(ArtifactImmutable) as err:
+            publish_engine(engine["dir"], store)
+        assert other_engine["manifest"].digest in str(err.value) and engine["manifest"].digest in str(err.value)
+        assert server.file(MANIFEST_PATH).data == theirs  # not overwritten
+
+
+def test_a_missing_permission_is_named(engine):
+    with ArtifactoryDouble(permissions={"token-user": {"read", "deploy"}}) as server:  # no Annotate
+        store = make_store(server)
+        with pytest.raises(ArtifactAuthError) as err:
+            publish(store, engine)
+        assert "403" in str(err.value) and "Annotate" in str(err.value) and "lacks a permission" in str(err.value)
+    with ArtifactoryDouble(permissions={"token-user": {"deploy", "annotate"}}) as server:  # no Read
+        with pytest.raises(ArtifactAuthError, match="needs Read"):
+            make_store(server).download_archive(MODEL, VERSION, engine["archive"].parent / "nothing.tar")

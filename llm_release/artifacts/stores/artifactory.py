@@ -291,8 +291,23 @@ class ArtifactoryStore(ArtifactStore):
                 f"{model} v{version} is already published in {self.describe()} with another manifest "
                 f"(sha256 {hashlib.sha256(existing).hexdigest()}, this one {hashlib.sha256(data).hexdigest()}); "
                 "published versions are immutable: publish a new version number")
-        self._deploy(self.item_path(model, version, MANIFEST_FILE), lambda: io.BytesIO(data), len(data),
-                     _bytes_checksums(data), properties, None)
+        try:
+            self._deploy(self.item_path(model, version, MANIFEST_FILE), lambda: io.BytesIO(data), len(data),
+                         _bytes_checksums(data), properties, None)
+        except (ArtifactAuthError, ArtifactNotFound):
+            # A publisher token without Delete may not replace a manifest: if another publisher's
+            # landed between the check above and this deploy, the refusal is the race lost, which
+            # the missing permission turned from a silent overwrite into an answer.
+            landed = self.fetch_manifest(model, version)
+            if landed == data:
+                return
+            if landed is not None:
+                raise ArtifactImmutable(
+                    f"{model} v{version} was published in {self.describe()} by another publisher while this one "
+                    f"uploaded (sha256 {hashlib.sha256(landed).hexdigest()}, this one "
+                    f"{hashlib.sha256(data).hexdigest()}); published versions are immutable: publish a new "
+                    "version number") from None
+            raise
 
     # -- storage information --------------------------------------------------------------------
 
@@ -373,10 +388,14 @@ class ArtifactoryStore(ArtifactStore):
             return True
         message = _artifactory_message(response)
         response.close()
-        if status in (401, 403):
-            raise ArtifactAuthError(f"{method} {where}: Artifactory answered {status} ({message}); check the "
-                                    f"connection's access token (or user and password) and its permissions on "
-                                    f"repository {self.repo}")
+        if status == 401:
+            raise ArtifactAuthError(f"{method} {where}: Artifactory answered 401 ({message}); check the "
+                                    f"connection's access token (or user and password)")
+        if status == 403:
+            needs = ("Deploy (and Annotate, for the properties set with it; Delete, to replace other bytes)"
+                     if method == "PUT" else "Read")
+            raise ArtifactAuthError(f"{method} {where}: Artifactory answered 403 ({message}): the connection's "
+                                    f"token lacks a permission on repository {self.repo}; this call needs {needs}")
         if status == 404:
             if missing_ok:
                 return False
