@@ -187,7 +187,7 @@ def test_cli_publishes_and_syncs_with_credentials_from_the_environment(store, bu
 
 def test_a_real_sync_removes_the_directory_of_a_retired_version_and_keeps_the_served_one(store, build, stack,
                                                                                           triton):
-    model = "retire_lm"
+    model = "sync_retired_lm"  # the stack's repository is shared: a name no other module uses
     repo = __import__("pathlib").Path(stack["model_repository"])
     for v in (1, 2, 3, 4):
         publish_engine(build(model, v), store)
