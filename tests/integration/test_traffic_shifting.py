@@ -120,7 +120,7 @@ def test_a_version_ready_in_triton_that_fails_inference_gets_no_traffic(stack, t
     from llm_release.routing.envoy import cluster_name
     from llm_release.routing.shift import shift_traffic
 
-    model = "broken_lm"
+    model = "failing_lm"  # a name no other module uses (the stack's repository is shared)
     install_version(engines["dir"] / "engine1", stack["model_repository"], model_name=model, version=1)
     install_faulty_version(engines["dir"] / "engine2", stack["model_repository"], Faults(error_rate=1.0),
                            model_name=model, version=2)
